@@ -1,0 +1,77 @@
+"""One exception root for everything the tools know how to report; each carries its exit code.
+
+Usage: ``raise CredentialError("api_key.txt is missing", hint="download the bundle again")``
+
+The CLI wrapper (``iotpost.cli_run.run``) turns any ``IotPostError`` into one line on stderr,
+``prog: error: message`` plus an optional ``hint: ...`` line, and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .exitcodes import ExitStatus
+
+
+class IotPostError(Exception):
+    """Root of the errors we report ourselves (anything else is a bug: exit 1)."""
+
+    exit_code: ExitStatus = ExitStatus.INTERNAL
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(IotPostError):
+    """Flags that make no sense together (argparse handles the rest)."""
+
+    exit_code = ExitStatus.USAGE
+
+
+class InputDataError(IotPostError):
+    """--data / --data-file / --replay content is not what we accept."""
+
+    exit_code = ExitStatus.DATA
+
+
+class CredentialMissing(IotPostError):
+    """A credential file is missing or unreadable."""
+
+    exit_code = ExitStatus.NOINPUT
+
+
+class ConfigError(IotPostError):
+    """Malformed bundle file, bad URL, wrong endpoint, TLS verification failure."""
+
+    exit_code = ExitStatus.CONFIG
+
+
+class TLSVerifyError(ConfigError):
+    """The server's certificate could not be verified against the bundle's CA."""
+
+
+class TransientError(IotPostError):
+    """The network or the platform failed in a way that may succeed later."""
+
+    exit_code = ExitStatus.TEMPFAIL
+
+
+class SpoolFull(TransientError):
+    """The disk under the spool is full: nothing already spooled is lost, but nothing new fits."""
+
+
+class Interrupted(IotPostError):
+    """SIGINT or SIGTERM arrived; raised from the signal handler so blocking calls return at once."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = "SIGTERM" if signum == getattr(signal, "SIGTERM", -1) else "SIGINT"
+        super().__init__("interrupted by %s" % name)
+        self.signum = signum
+        self.exit_code = ExitStatus.SIGTERM if name == "SIGTERM" else ExitStatus.SIGINT
