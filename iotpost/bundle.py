@@ -1,0 +1,166 @@
+"""Load and validate a TESAIoT Server-TLS credential bundle before a single byte goes out.
+
+Usage: ``bundle = load_bundle(Path("certs_credentials"))``
+
+A bundle is a folder with ``device_id.txt``, ``api_key.txt``, ``ca-chain.pem`` and
+``endpoints.json``. Every problem is reported naming the file, with the exit code that tells a
+script whether to fetch the bundle again (66: missing) or fix it (78: malformed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .errors import ConfigError, CredentialMissing
+
+DEVICE_ID_FILE = "device_id.txt"
+API_KEY_FILE = "api_key.txt"
+CA_FILE = "ca-chain.pem"
+ENDPOINTS_FILE = "endpoints.json"
+DEFAULT_BASE_URL = "https://tesaiot.com"
+CERTS_DIR_ENV = "TESAIOT_CERTS_DIR"
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DOWNLOAD_HINT = "download the Server-TLS bundle for this device from the platform again"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What a credential bundle holds. ``api_key`` is kept out of repr so it never lands in a log."""
+
+    certs_dir: Path
+    device_id: str
+    api_key: str = field(repr=False)
+    ca_file: Path
+    base_url: str
+    warnings: Tuple[str, ...] = ()
+
+
+def default_certs_dir(script_dir: Path, environ: Optional[dict] = None) -> Path:
+    """The bundle folder: $TESAIOT_CERTS_DIR if set, else certs_credentials/ beside the script."""
+    env = os.environ if environ is None else environ
+    configured = env.get(CERTS_DIR_ENV, "").strip()
+    return Path(configured) if configured else script_dir / "certs_credentials"
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CredentialMissing(
+            "%s is missing (%s), while loading the credential bundle" % (path, what),
+            hint=_DOWNLOAD_HINT + ", or pass --certs-dir",
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s is not UTF-8 text, while loading the credential bundle" % path,
+                          hint=_DOWNLOAD_HINT) from None
+    except OSError as exc:
+        raise CredentialMissing(
+            "%s cannot be read (%s), while loading the credential bundle" % (path, exc.strerror or exc),
+            hint="check the file's permissions and that it belongs to the user running the tool",
+        ) from None
+
+
+def parse_device_id(text: str, source: str) -> str:
+    """A device id file holds one UUID; whitespace around it is ignored."""
+    value = text.strip()
+    if not _UUID.match(value):
+        raise ConfigError(
+            "%s does not hold a device UUID, while loading the credential bundle" % source,
+            hint="it should look like 05f8968a-b400-4727-9678-b53cb0889fce; " + _DOWNLOAD_HINT,
+        )
+    return value.lower()
+
+
+def parse_api_key(text: str, source: str) -> str:
+    """An API key file holds one token on one line (the trailing newline is stripped)."""
+    value = text.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise ConfigError(
+            "%s must hold exactly one API key on one line, while loading the credential bundle"
+            % source,
+            hint=_DOWNLOAD_HINT,
+        )
+    return value
+
+
+def parse_endpoints(text: str, source: str) -> str:
+    """The base URL from endpoints.json: ingest_base_url, else api_base_url, else the platform's."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(
+            "%s is not valid JSON (%s), while loading the credential bundle" % (source, exc),
+            hint=_DOWNLOAD_HINT,
+        ) from None
+    if not isinstance(doc, dict):
+        raise ConfigError("%s must be a JSON object, while loading the credential bundle" % source,
+                          hint=_DOWNLOAD_HINT)
+    for name in ("ingest_base_url", "api_base_url"):
+        value = doc.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ConfigError("%s: %s must be a string URL, while loading the credential bundle"
+                              % (source, name), hint=_DOWNLOAD_HINT)
+        return value.strip()
+    return DEFAULT_BASE_URL
+
+
+def key_permission_warning(path: Path) -> Optional[str]:
+    """On POSIX, a key readable by group or others is worth a warning (never a failure)."""
+    if os.name != "posix":
+        return None
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return "%s is readable by group or others; run: chmod 600 %s" % (path, path)
+    return None
+
+
+def load_bundle(
+    certs_dir: Path,
+    device_id: Optional[str] = None,
+    base_url: Optional[str] = None,
+) -> Bundle:
+    """Read and check every file of the bundle; overrides skip the file they replace."""
+    certs_dir = Path(certs_dir)
+    if not certs_dir.is_dir():
+        raise CredentialMissing(
+            "credential folder %s does not exist, while loading the credential bundle" % certs_dir,
+            hint="pass --certs-dir or set %s to the folder holding device_id.txt, api_key.txt, "
+            "ca-chain.pem and endpoints.json" % CERTS_DIR_ENV,
+        )
+    if device_id is not None:
+        device = device_id.strip()
+        if not device:
+            raise ConfigError("--device-id is empty")
+    else:
+        path = certs_dir / DEVICE_ID_FILE
+        device = parse_device_id(_read_text(path, "the device id"), str(path))
+    key_path = certs_dir / API_KEY_FILE
+    api_key = parse_api_key(_read_text(key_path, "the API key"), str(key_path))
+    ca_file = certs_dir / CA_FILE
+    _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
+    if base_url is None:
+        path = certs_dir / ENDPOINTS_FILE
+        url = parse_endpoints(_read_text(path, "the platform's endpoints"), str(path))
+    else:
+        url = base_url.strip()
+    warning = key_permission_warning(key_path)
+    return Bundle(
+        certs_dir=certs_dir,
+        device_id=device,
+        api_key=api_key,
+        ca_file=ca_file,
+        base_url=url,
+        warnings=(warning,) if warning else (),
+    )

@@ -1,0 +1,248 @@
+"""What post_https_sample.py and tlink_push.py share: flags, settings, and running a send.
+
+Usage (inside a CLI module)::
+
+    parser = argparse.ArgumentParser(...); add_sending_arguments(parser)
+    common = common_settings(parser.parse_args(argv))
+    return send_all(common, profile, creds, target, ca_file, make_bodies, reporter, env)
+
+Arguments become a frozen ``CommonSettings`` here; nothing below the CLI layer reads argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Union
+
+from .environment import Environment, SimulatedClock
+from .errors import InputDataError, Interrupted, UsageError
+from .exitcodes import ExitStatus
+from .output import Reporter
+from .payloads import new_idempotency_key
+from .profiles import Credentials, Profile
+from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
+from .spool import SPOOL_ENV, MemorySpool
+from .target import Target
+
+Bodies = Iterable[Union[bytes, InputDataError]]
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    timeout: float
+    interval: float
+    count: int
+    period_min: float
+    dry_run: bool
+    output: str  # text | json | quiet
+    verbose: bool
+    allow_http: bool
+    retries: int
+    max_retry_time: float
+    spool: Optional[Path]
+    spool_max: Optional[int]
+    flush_spool: bool
+    spool_status: bool
+    dead_letters: bool
+    seed: Optional[int]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError("%r must be a finite number >= 0" % text)
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every sender has, with the seed's defaults."""
+    g = parser.add_argument_group("sending")
+    g.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="network timeout per request (default: 10)")
+    g.add_argument("--interval", type=_positive_float, default=5.0, metavar="SECONDS",
+                   help="seconds between payloads, measured from start times (default: 5)")
+    g.add_argument("--count", type=_count, default=1, metavar="N", help="payloads to send (default: 1)")
+    g.add_argument("--period", type=_positive_float, default=0.0, metavar="MINUTES",
+                   help="send every --interval for this many minutes; --count is then ignored "
+                   "(default: 0 = off)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the requests that would be sent (key redacted) and contact nothing")
+    g.add_argument("--allow-http", action="store_true",
+                   help="permit a plain http:// URL to this machine only (local development servers)")
+    g.add_argument("--seed", type=int, default=None, help="seed for generated values (reproducible runs)")
+    r = parser.add_argument_group("reliability")
+    r.add_argument("--retries", type=_nonneg_int, default=DEFAULT_RETRIES, metavar="N",
+                   help="retries per payload for failures that can succeed later (default: %d)" % DEFAULT_RETRIES)
+    r.add_argument("--max-retry-time", type=_positive_float, default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
+                   help="give up retrying one payload after this long (default: %g)" % DEFAULT_MAX_RETRY_TIME)
+    r.add_argument("--spool", type=Path, default=None, metavar="PATH",
+                   help="keep payloads in this SQLite file until the platform has them "
+                   "(env %s)" % SPOOL_ENV)
+    r.add_argument("--spool-max", type=_count, default=None, metavar="N",
+                   help="keep at most N payloads in the spool, dropping the oldest (reported)")
+    r.add_argument("--flush-spool", action="store_true",
+                   help="send only what is in the spool; generate nothing")
+    r.add_argument("--spool-status", action="store_true",
+                   help="show the spool's counts, oldest payload and dead letters, then exit")
+    r.add_argument("--dead-letters", action="store_true",
+                   help="print the payloads the platform rejected as JSON Lines, then exit")
+    o = parser.add_argument_group("output")
+    mode = o.add_mutually_exclusive_group()
+    mode.add_argument("--json", action="store_true", help="JSON Lines on stdout: one object per send, then a summary")
+    mode.add_argument("--quiet", action="store_true", help="print only errors")
+    o.add_argument("--verbose", action="store_true",
+                   help="also print each request line and headers on stderr (secrets redacted)")
+    o.add_argument("--debug", action="store_true", help="show a traceback for internal errors")
+
+
+def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> CommonSettings:
+    env = os.environ if environ is None else environ
+    spool = ns.spool
+    if spool is None and env.get(SPOOL_ENV, "").strip():
+        spool = Path(env[SPOOL_ENV].strip())
+    if ns.quiet and ns.verbose:
+        raise UsageError("--quiet and --verbose cannot be used together")
+    if (ns.flush_spool or ns.spool_status or ns.dead_letters or ns.spool_max) and spool is None:
+        raise UsageError("--flush-spool, --spool-status, --dead-letters and --spool-max need --spool PATH "
+                         "(or %s)" % SPOOL_ENV)
+    if ns.period > 0 and ns.interval <= 0:
+        raise UsageError("--period needs an --interval above 0")
+    return CommonSettings(
+        timeout=ns.timeout if ns.timeout > 0 else 10.0,
+        interval=ns.interval,
+        count=ns.count,
+        period_min=ns.period,
+        dry_run=ns.dry_run,
+        output="json" if ns.json else "quiet" if ns.quiet else "text",
+        verbose=ns.verbose,
+        allow_http=ns.allow_http,
+        retries=ns.retries,
+        max_retry_time=ns.max_retry_time,
+        spool=spool,
+        spool_max=ns.spool_max,
+        flush_spool=ns.flush_spool,
+        spool_status=ns.spool_status,
+        dead_letters=ns.dead_letters,
+        seed=ns.seed,
+    )
+
+
+def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[str]) -> Reporter:
+    return Reporter(prog, env.stdout, env.stderr, mode=s.output, verbose=s.verbose, secrets=secrets)
+
+
+def spool_report(s: CommonSettings, reporter: Reporter, env: Environment) -> int:
+    """--spool-status and --dead-letters: read the spool, contact nothing."""
+    import json
+
+    from .spool import open_spool
+
+    if not s.spool.exists():
+        raise UsageError("spool %s does not exist yet (nothing was ever spooled there)" % s.spool)
+    spool = open_spool(s.spool)
+    try:
+        for warning in spool.warnings:
+            reporter.warn(warning, loud=True)
+        if s.dead_letters:
+            for row in spool.dead_letters():
+                env.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return 0
+        status = spool.status(env.wall())
+        if s.output == "json":
+            reporter.json_line(dict({"event": "spool_status"}, **status))
+        else:
+            for name, value in status.items():
+                env.stdout.write("%s: %s\n" % (name, value))
+        return 0
+    finally:
+        spool.close()
+
+
+def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target,
+            bodies: Bodies, user_agent: str) -> int:
+    code = ExitStatus.OK
+    for seq, body in enumerate(bodies, 1):
+        if isinstance(body, InputDataError):
+            reporter.error(body.message, body.hint)
+            code = ExitStatus.DATA
+            continue
+        headers = [("User-Agent", user_agent)] + profile.headers(body, new_idempotency_key(), creds)
+        reporter.dry_run(seq, "POST", target.url, headers, body)
+    return int(code)
+
+
+def dry_run_environment(env: Environment) -> Environment:
+    """Dry runs use simulated time: timestamps show the real schedule, nothing waits."""
+    sim = SimulatedClock(env.wall())
+    return Environment(stdin=env.stdin, stdout=env.stdout, stderr=env.stderr,
+                       monotonic=sim.monotonic, wall=sim.wall, sleep=sim.sleep, rand=env.rand)
+
+
+def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
+             make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
+             ssl_context_factory: Callable[[], object]) -> int:
+    """Open the spool and the connection, run the sender, print the summary, raise the final error."""
+    from .delivery import Sender
+    from .transport import Transport
+
+    if s.spool is not None:
+        from .spool import open_spool
+
+        # A claim must outlive one payload's worst case: every attempt timing out, plus backoff.
+        lease = s.max_retry_time + s.timeout * (s.retries + 2) * 2 + 60
+        spool = open_spool(s.spool, max_items=s.spool_max, lease=lease)
+        for warning in spool.warnings:
+            reporter.warn(warning, loud=True)
+    else:
+        spool = MemorySpool()
+    transport = Transport(target, ssl_context_factory() if target.scheme == "https" else None,
+                          s.timeout, cafile=ca_file)
+    retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time)
+    sender = Sender(transport, profile, creds, spool, retry, reporter, env, target.path)
+    started = env.monotonic()
+    bodies: Bodies = [] if s.flush_spool else make_bodies(env)
+    try:
+        result = sender.run(bodies, new_idempotency_key)
+    except Interrupted as exc:
+        sender.code = exc.exit_code
+        reporter.summary(sender.summary_fields(env.monotonic() - started))
+        raise
+    finally:
+        transport.close()
+    reporter.summary(sender.summary_fields(env.monotonic() - started))
+    spool.close()
+    if result.error is not None and result.exit_code != ExitStatus.OK:
+        raise result.error
+    return int(result.exit_code)
+
+
+def check_not_both(ns: argparse.Namespace, a: str, b: str) -> None:
+    if getattr(ns, a.lstrip("-").replace("-", "_")) and getattr(ns, b.lstrip("-").replace("-", "_")):
+        raise UsageError("%s and %s cannot be used together" % (a, b))
+

@@ -1,0 +1,71 @@
+"""The one wrapper every entry point runs in: signals, errors and exit codes in one place.
+
+Usage: ``sys.exit(run(main_body, argv, prog="post_https_sample.py"))``
+
+Known errors (IotPostError) become ``prog: error: message`` plus a ``prog: hint:`` line and their
+exit code; SIGINT/SIGTERM become 130/143; anything else is a bug: exit 1 with a one-line message,
+and the traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Callable, List, Optional
+
+from .errors import Interrupted, IotPostError
+from .exitcodes import ExitStatus
+from .output import Redactor
+
+
+def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGINT and SIGTERM raise Interrupted, so blocking sleeps and sockets return at once."""
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], prog: str) -> int:
+    """Call body(args, secrets) and turn whatever happens into an exit code and a few stderr lines.
+
+    The body appends every secret it loads to ``secrets`` so even an unexpected error message
+    that quotes one is redacted here.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    secrets: List[str] = []
+    install_signal_handlers()
+    try:
+        return int(body(args, secrets))
+    except Interrupted as exc:
+        sys.stderr.write("%s: %s\n" % (prog, exc.message))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: interrupted by SIGINT\n" % prog)
+        return int(ExitStatus.SIGINT)
+    except IotPostError as exc:
+        redact = Redactor(secrets)
+        sys.stderr.write(redact("%s: error: %s\n" % (prog, exc.message)))
+        if exc.hint:
+            sys.stderr.write(redact("%s: hint: %s\n" % (prog, exc.hint)))
+        if debug:
+            import traceback
+
+            sys.stderr.write(redact(traceback.format_exc()))
+        return int(exc.exit_code)
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # a bug: say so in one line, the traceback only on request
+        redact = Redactor(secrets)
+        if debug:
+            import traceback
+
+            sys.stderr.write(redact(traceback.format_exc()))
+        sys.stderr.write(redact("%s: error: internal error: %s: %s\n" % (prog, exc.__class__.__name__, exc)))
+        if not debug:
+            sys.stderr.write("%s: hint: run again with --debug for the traceback, and report it\n" % prog)
+        return int(ExitStatus.INTERNAL)

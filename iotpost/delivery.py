@@ -1,0 +1,237 @@
+"""Getting payloads to the platform: spool first, retry what can succeed, stop on what cannot.
+
+Usage::
+
+    sender = Sender(transport, TESAIOT, creds, spool, RetryPolicy(), reporter, env)
+    result = sender.run(bodies)      # bodies: an iterable of bytes (or InputDataError for a bad line)
+
+Every payload goes into the spool (memory or SQLite) before its first attempt and leaves it only
+when the platform answered 2xx, or said the payload itself is invalid (dead letter). The run
+drains the spool oldest first after each new payload, so a backlog is sent before new readings
+and a reading that failed is tried again before the next one. Anything else stays for later.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, NamedTuple, Optional, Union
+
+from . import __version__
+from .environment import Environment
+from .errors import InputDataError, IotPostError, TransientError
+from .exitcodes import ExitStatus, for_http_status, is_payload_rejected, worst
+from .output import Reporter, SendRecord, short_message
+from .profiles import Credentials, Profile
+from .retry import RetryPolicy, parse_retry_after
+from .transport import Response, Transport
+
+USER_AGENT = "iotpost/%s" % __version__
+
+
+def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
+                       location: Optional[str] = None) -> IotPostError:
+    """The one-line error, exit code and hint for a final non-2xx answer."""
+    code = for_http_status(status)
+    said = "%d %s%s" % (status, reason, ": " + message if message and message != reason else "")
+    if status == 401:
+        err: IotPostError = IotPostError("the platform rejected the credentials (%s), while sending payload #%d"
+                                         % (said, seq), hint="check api_key.txt (or the secret): is it this "
+                                         "device's current key? download the bundle again if it was rotated")
+    elif status == 403:
+        err = IotPostError("the platform refused this device (%s), while sending payload #%d" % (said, seq),
+                           hint="does device_id.txt (or --device-id) belong to the key in api_key.txt?")
+    elif 300 <= status < 400:
+        err = IotPostError("%s redirects (%s) to %s, while sending payload #%d"
+                           % (url, said, location or "?", seq),
+                           hint="a POST is never redirected: put the final URL in endpoints.json or --base-url")
+    elif status in (404, 405):
+        err = IotPostError("%s is not a telemetry endpoint (%s), while sending payload #%d" % (url, said, seq),
+                           hint="check --base-url / endpoints.json and --endpoint")
+    elif code is ExitStatus.DATA:
+        err = IotPostError("the platform rejected payload #%d (%s)" % (seq, said),
+                           hint="check the payload (--dry-run shows it); with --spool it is kept as a dead letter")
+    else:
+        err = IotPostError("the platform failed payload #%d (%s)" % (seq, said),
+                           hint="the platform is busy or down; retry later (--spool keeps payloads for that)")
+    err.exit_code = code
+    return err
+
+
+class RunResult(NamedTuple):
+    exit_code: ExitStatus
+    error: Optional[IotPostError]  # what to print last, if anything went wrong
+    records: List[SendRecord]
+
+
+class Sender:
+    """Owns one run's sending: spool, retries, output records and the exit code they add up to."""
+
+    def __init__(self, transport: Transport, profile: Profile, creds: Credentials, spool,
+                 retry: RetryPolicy, reporter: Reporter, env: Environment, path: str) -> None:
+        self.transport = transport
+        self.profile = profile
+        self.creds = creds
+        self.spool = spool
+        self.retry = retry
+        self.out = reporter
+        self.env = env
+        self.path = path
+        self.records: List[SendRecord] = []
+        self._seq_of: Dict[int, int] = {}  # spool id -> payload number in this run
+        self.retries = 0
+        self.accepted = 0
+        self.input_errors = 0
+        self.code = ExitStatus.OK
+        self.error: Optional[IotPostError] = None
+        self._stop = False
+        self._link_down = False
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self, bodies: Iterable[Union[bytes, InputDataError]], new_key) -> RunResult:
+        """Drain the backlog, then accept and send each new body; always leaves the spool consistent."""
+        try:
+            self.drain()
+            for body in bodies:
+                if self._stop:
+                    break
+                if isinstance(body, InputDataError):
+                    self.input_errors += 1
+                    self.out.error(body.message, body.hint)
+                    self._fail(body, stop=False)
+                    continue
+                self.accept(body, new_key())
+                self.drain()
+        finally:
+            self.spool.release_all()
+        left = self.spool.pending(self.profile.name)
+        if left and self.code in (ExitStatus.OK, ExitStatus.TEMPFAIL):
+            where = "kept in the spool for the next run" if self.spool.persistent else "lost: use --spool to keep them"
+            self._fail(TransientError("%d payload(s) not delivered (%s)" % (left, where),
+                                      hint=self._pending_hint()), stop=False)
+        return RunResult(self.code, self.error, self.records)
+
+    def _pending_hint(self) -> str:
+        if self.spool.persistent:
+            return "run again with --flush-spool when the platform is reachable"
+        return "the platform was unreachable; retry later, or add --spool PATH so nothing is lost"
+
+    def accept(self, body: bytes, key: str) -> None:
+        """Spool a new payload (durably, with --spool) before any attempt to send it."""
+        before = self.spool.dropped
+        self.spool.put(self.profile.name, body, key, self.env.wall())
+        self.accepted += 1
+        if self.spool.dropped > before:
+            self.out.warn("spool is full (--spool-max): dropped %d oldest payload(s), %d this run"
+                          % (self.spool.dropped - before, self.spool.dropped), loud=True)
+
+    def drain(self) -> None:
+        """Send what is spooled, oldest first, until empty or the link is down."""
+        self._link_down = False
+        while not self._stop and not self._link_down:
+            item = self.spool.claim(self.profile.name, self.env.wall())
+            if item is None:
+                return
+            self._send_item(item)
+
+    # -- one payload --------------------------------------------------------------------------
+
+    def _send_item(self, item) -> None:
+        seq = self._seq_of.setdefault(item.id, len(self._seq_of) + 1)
+        url = self.transport.target.url
+        headers = [("User-Agent", USER_AGENT)] + self.profile.headers(item.body, item.key, self.creds)
+        policy = self.retry
+        started = self.env.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            self.out.request("POST", url, headers, item.body)
+            response: Optional[Response] = None
+            failure: Optional[IotPostError] = None
+            try:
+                response = self.transport.send("POST", self.path, headers, item.body)
+            except TransientError as exc:
+                failure = exc
+            except IotPostError as exc:  # TLS verification, bad URL: no retry can help
+                self._finish(item, seq, attempts, None, exc.message, ok=False)
+                self.spool.release(item, exc.message, attempts)
+                self._fail(exc, stop=True)
+                return
+            retry_after = None
+            if response is not None:
+                self.out.response(response.status, response.reason, response.headers)
+                code = for_http_status(response.status)
+                message = short_message(response.body) or response.reason
+                if code is ExitStatus.OK:
+                    self.spool.ack(item)
+                    self._finish(item, seq, attempts, response, message, ok=True)
+                    return
+                if code is not ExitStatus.TEMPFAIL:
+                    self._finish(item, seq, attempts, response, message, ok=False)
+                    err = error_for_response(response.status, response.reason, message, url, seq,
+                                             response.headers.get("location"))
+                    if is_payload_rejected(response.status):
+                        self.spool.dead_letter(item, response.status, message, self.env.wall())
+                    else:
+                        self.spool.release(item, message, attempts)
+                    self._fail(err, stop=True)
+                    return
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
+                why = "%d %s" % (response.status, message)
+            else:
+                why = failure.message if failure else "failed"
+            delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
+            if delay is None:
+                self._finish(item, seq, attempts, response, why if response is None else short_message(
+                    response.body) or response.reason, ok=False)
+                self.spool.release(item, why, attempts)
+                if response is not None:
+                    final = error_for_response(response.status, response.reason, short_message(response.body),
+                                               url, seq)
+                else:
+                    final = failure or TransientError(why)
+                self._fail(final, stop=False)
+                self._link_down = True
+                return
+            self.retries += 1
+            self.out.retrying(seq, why, delay, attempts + 1, attempts + policy.total)
+            self.env.sleep(delay)
+            policy = policy.increment()
+
+    def _finish(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
+                ok: bool) -> None:
+        rec = SendRecord(seq, item.key, response.status if response else None, ok,
+                         response.latency if response else None, attempts, message)
+        self.records.append(rec)
+        self.out.sent(rec)
+
+    def _fail(self, err: IotPostError, stop: bool) -> None:
+        """Remember the worst outcome; the first error of the winning kind is the one reported."""
+        combined = worst(self.code, err.exit_code)
+        if combined != self.code or self.error is None:
+            self.error = err
+        self.code = combined
+        if stop:
+            self._stop = True
+
+    def summary_fields(self, elapsed: float) -> dict:
+        last = {r.seq: r for r in self.records}  # a payload tried again on a later tick counts once
+        delivered = sum(1 for r in last.values() if r.ok)
+        failed = len(last) - delivered
+        left = self.spool.pending(self.profile.name)
+        fields = {
+            "accepted": self.accepted,
+            "attempted": len(last),
+            "delivered": delivered,
+            "failed": failed,
+            "retries": self.retries,
+            "input_errors": self.input_errors,
+            "elapsed_s": round(elapsed, 3),
+            "exit_code": int(self.code),
+        }
+        if self.spool.persistent:
+            fields["spooled"] = left
+            fields["dropped"] = self.spool.dropped
+        else:
+            fields["undelivered"] = left
+        return fields
+

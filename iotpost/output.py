@@ -1,0 +1,163 @@
+"""What the user sees: one line per send, JSON Lines for CI, and secrets scrubbed from all of it.
+
+Usage: ``out = Reporter(prog, env, mode="text", secrets=[api_key]); out.sent(record)``
+
+Every line written goes through ``Redactor``, so a secret cannot leak even if a server echoes it
+back in an error message. Results go to stdout; warnings, errors and --verbose traffic to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from .profiles import SECRET_HEADERS
+
+REDACTED = "[REDACTED]"
+
+
+class Redactor:
+    """Replaces every known secret with [REDACTED] in any text on its way out."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first so a secret that contains another is removed whole.
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def redact_headers(headers: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    return [(k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers]
+
+
+def short_message(body: bytes, limit: int = 120) -> str:
+    """The server's own short message: JSON message/error, else the first line of text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text) if text else None
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        for name in ("message", "error", "status"):
+            value = doc.get(name)
+            if isinstance(value, dict):
+                value = value.get("message") or value.get("code")
+            if isinstance(value, str) and value:
+                text = value
+                break
+    line = text.splitlines()[0] if text else ""
+    line = "".join(ch if ch.isprintable() else " " for ch in line)
+    return line[: limit - 3] + "..." if len(line) > limit else line
+
+
+class SendRecord(NamedTuple):
+    """The outcome of one payload in this run (after all its attempts)."""
+
+    seq: int
+    key: str
+    status: Optional[int]  # None: no HTTP answer
+    ok: bool
+    latency: Optional[float]  # seconds, last attempt
+    attempts: int
+    message: str
+
+
+class Reporter:
+    """Formats events for people (text), for CI (json) or not at all (quiet)."""
+
+    def __init__(self, prog: str, stdout: IO[str], stderr: IO[str], mode: str = "text",
+                 verbose: bool = False, secrets: Iterable[str] = ()) -> None:
+        self.prog = prog
+        self.stdout = stdout
+        self.stderr = stderr
+        self.mode = mode  # "text" | "json" | "quiet"
+        self.verbose = verbose
+        self.redact = Redactor(secrets)
+
+    def _write(self, stream: IO[str], line: str) -> None:
+        stream.write(self.redact(line) + "\n")
+        stream.flush()
+
+    def json_line(self, obj: dict) -> None:
+        self._write(self.stdout, json.dumps(obj, ensure_ascii=False, sort_keys=False))
+
+    def warn(self, message: str, loud: bool = False) -> None:
+        """A warning on stderr; quiet mode keeps only the loud ones (data being dropped)."""
+        if self.mode == "quiet" and not loud:
+            return
+        self._write(self.stderr, "%s: warning: %s" % (self.prog, message))
+
+    def error(self, message: str, hint: Optional[str] = None) -> None:
+        self._write(self.stderr, "%s: error: %s" % (self.prog, message))
+        if hint:
+            self._write(self.stderr, "%s: hint: %s" % (self.prog, hint))
+
+    def request(self, method: str, url: str, headers: Sequence[Tuple[str, str]], body: bytes) -> None:
+        if not self.verbose:
+            return
+        self._write(self.stderr, "> %s %s" % (method, url))
+        for name, value in redact_headers(headers):
+            self._write(self.stderr, "> %s: %s" % (name, value))
+        self._write(self.stderr, "> (%d bytes of body)" % len(body))
+
+    def response(self, status: int, reason: str, headers: dict) -> None:
+        if not self.verbose:
+            return
+        self._write(self.stderr, "< %d %s" % (status, reason))
+        for name, value in headers.items():
+            self._write(self.stderr, "< %s: %s" % (name, value))
+
+    def retrying(self, seq: int, why: str, delay: float, next_attempt: int, max_attempts: int) -> None:
+        if self.mode == "json":
+            self.json_line({"event": "retry", "seq": seq, "reason": why, "delay_s": round(delay, 3),
+                            "next_attempt": next_attempt, "max_attempts": max_attempts})
+            return
+        self.warn("#%d %s; retrying in %.1f s (attempt %d of %d)" % (seq, why, delay, next_attempt, max_attempts))
+
+    def sent(self, rec: SendRecord) -> None:
+        if self.mode == "json":
+            self.json_line({
+                "event": "send", "seq": rec.seq, "ok": rec.ok, "status": rec.status,
+                "latency_ms": None if rec.latency is None else round(rec.latency * 1000, 1),
+                "attempts": rec.attempts, "message": rec.message, "idempotency_key": rec.key,
+            })
+        elif self.mode == "text":
+            status = str(rec.status) if rec.status is not None else "---"
+            latency = " %.1f ms" % (rec.latency * 1000) if rec.latency is not None else ""
+            tries = "" if rec.attempts == 1 else " (%d attempts)" % rec.attempts
+            self._write(self.stdout, "#%d %s%s %s%s" % (rec.seq, status, latency, rec.message, tries))
+
+    def dry_run(self, seq: int, method: str, url: str, headers: Sequence[Tuple[str, str]],
+                body: bytes) -> None:
+        shown = redact_headers(headers)
+        try:
+            decoded: object = json.loads(body.decode("utf-8"))
+        except ValueError:
+            decoded = body.decode("utf-8", "replace")
+        if self.mode == "json":
+            self.json_line({"event": "dry_run", "seq": seq, "method": method, "url": url,
+                            "headers": dict(shown), "body": decoded})
+            return
+        lines = ["# dry run #%d: nothing is sent" % seq, "%s %s" % (method, url)]
+        lines += ["%s: %s" % kv for kv in shown]
+        lines += ["", json.dumps(decoded, ensure_ascii=False, indent=2), ""]
+        for line in lines:
+            self._write(self.stdout, line)
+
+    def summary(self, fields: dict) -> None:
+        if self.mode == "json":
+            self.json_line(dict({"event": "summary"}, **fields))
+        elif self.mode == "text":
+            parts = ["%d accepted" % fields["accepted"], "%d attempted" % fields["attempted"],
+                     "%d delivered" % fields["delivered"]]
+            for name, label in (("failed", "failed"), ("rejected", "rejected"), ("retries", "retries"),
+                                ("input_errors", "bad input lines"), ("spooled", "left in spool"),
+                                ("undelivered", "not delivered"), ("dropped", "dropped from spool")):
+                if fields.get(name):
+                    parts.append("%d %s" % (fields[name], label))
+            self._write(self.stdout, "summary: %s in %.1f s (exit %d)"
+                        % (", ".join(parts), fields["elapsed_s"], fields["exit_code"]))

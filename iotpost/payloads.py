@@ -1,0 +1,102 @@
+"""TESAIoT telemetry payloads: the seed's medical sample with plausible, slowly varying values.
+
+Usage: ``gen = MedicalSignals(seed=1); payload = make_payload(device_id, gen.next(), now)``
+
+Values follow a bounded random walk so a dashboard shows something that looks like a patient,
+not noise; a seed makes a run reproducible.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import random
+from typing import Any, Dict, Optional
+
+Json = Dict[str, Any]
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    """ISO 8601 in UTC with an explicit +00:00 offset, second resolution (the seed's format)."""
+    moment = _dt.datetime.fromtimestamp(int(epoch_seconds), tz=_dt.timezone.utc)
+    return moment.isoformat()
+
+
+def parse_iso8601(value: str) -> _dt.datetime:
+    """Parse ISO 8601 on Python 3.8+ (whose fromisoformat rejects a trailing Z)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return _dt.datetime.fromisoformat(text)
+
+
+def new_idempotency_key() -> str:
+    """A random UUID4 string, without importing uuid on the cold path."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def make_payload(device_id: str, data: Json, timestamp: str) -> Json:
+    """The TESAIoT telemetry body: device_id, timestamp, data (in that order, as the seed shows)."""
+    return {"device_id": device_id, "timestamp": timestamp, "data": data}
+
+
+def encode(payload: Json) -> bytes:
+    """Compact UTF-8 JSON; non-ASCII kept as is (the unit °C) since the platform reads UTF-8."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _walk(rng: random.Random, value: float, step: float, low: float, high: float) -> float:
+    value += rng.uniform(-step, step)
+    # Reflect at the bounds so values stay plausible without sticking to an edge.
+    if value < low:
+        value = low + (low - value)
+    if value > high:
+        value = high - (value - high)
+    return min(max(value, low), high)
+
+
+class MedicalSignals:
+    """The seed's medical sample (SpO2, temperature, heart rate...), one reading per call."""
+
+    SITES = ("temporal", "forehead", "wrist", "finger")
+
+    def __init__(self, seed: Optional[int] = None) -> None:
+        self._rng = random.Random(seed)
+        rng = self._rng
+        self._spo2 = rng.uniform(95.0, 99.0)
+        self._temp = rng.uniform(36.4, 37.1)
+        self._hr = rng.uniform(65.0, 85.0)
+        self._pi = rng.uniform(2.0, 6.0)
+        self._site = rng.choice(self.SITES)
+
+    def next(self) -> Json:
+        rng = self._rng
+        self._spo2 = _walk(rng, self._spo2, 0.6, 92.0, 100.0)
+        self._temp = _walk(rng, self._temp, 0.05, 35.8, 38.2)
+        self._hr = _walk(rng, self._hr, 2.5, 50.0, 120.0)
+        self._pi = _walk(rng, self._pi, 0.3, 0.5, 10.0)
+        heart_rate = int(round(self._hr))
+        rr = 60000.0 / self._hr
+        qt = 400.0 * (rr / 1000.0) ** 0.5  # Bazett: QT = QTc * sqrt(RR in s), QTc ~ 400 ms
+        motion = rng.random() < 0.1
+        quality = int(round(_walk(rng, 96.0, 4.0, 70.0, 100.0) - (15 if motion else 0)))
+        return {
+            "spo2": int(round(self._spo2)),
+            "spo2_unit": "%",
+            "temperature": round(self._temp, 2),
+            "temperature_unit": "°C",
+            "heart_rate": heart_rate,
+            "heart_rate_bpm": heart_rate,
+            "perfusion_index": round(self._pi, 2),
+            "motion": motion,
+            "signal_quality": max(quality, 0),
+            "rhythm": "sinus" if rng.random() < 0.97 else "irregular",
+            "rr_interval_ms": round(rr, 1),
+            "qt_interval_ms": round(qt, 1),
+            "site": self._site,
+        }

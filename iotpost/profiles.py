@@ -1,0 +1,72 @@
+"""Platform profiles: what differs between the platforms we send to, kept out of the transport.
+
+Usage: ``headers = TESAIOT.headers(body, idempotency_key, credentials)``
+
+A profile names its default endpoint, how a request is authenticated and what content type it
+carries. Secrets are applied here at send time, so the spool never stores one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Callable, List, NamedTuple, Optional, Tuple
+
+Headers = List[Tuple[str, str]]
+
+
+class Credentials(NamedTuple):
+    """Secrets a profile may use; never printed (see output.Redactor)."""
+
+    api_key: Optional[str] = None
+    hmac_secret: Optional[bytes] = None
+
+    def secrets(self) -> List[str]:
+        found = []
+        if self.api_key:
+            found.append(self.api_key)
+        if self.hmac_secret:
+            try:
+                found.append(self.hmac_secret.decode("utf-8").strip())
+            except UnicodeDecodeError:
+                pass
+        return [s for s in found if s]
+
+
+class Profile(NamedTuple):
+    name: str
+    endpoint: str
+    auth: Callable[[bytes, Credentials], Headers]
+    content_type: str = "application/json"
+
+    def headers(self, body: bytes, idempotency_key: str, creds: Credentials) -> Headers:
+        """Every header a send carries; the same key on every attempt of one payload."""
+        return [("Content-Type", self.content_type), ("Idempotency-Key", idempotency_key)] + self.auth(
+            body, creds
+        )
+
+
+def _api_key_header(name: str) -> Callable[[bytes, Credentials], Headers]:
+    def auth(body: bytes, creds: Credentials) -> Headers:
+        return [(name, creds.api_key)] if creds.api_key else []
+
+    return auth
+
+
+def tlink_signature(body: bytes, secret: bytes) -> str:
+    """``sha256=`` + lowercase hex HMAC-SHA256 of the exact body bytes sent."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _tlink_auth(body: bytes, creds: Credentials) -> Headers:
+    if not creds.hmac_secret:
+        return []
+    return [("X-TLink-Signature", tlink_signature(body, creds.hmac_secret))]
+
+
+TESAIOT = Profile("tesaiot", "/api/v1/telemetry", _api_key_header("X-API-KEY"))
+TLINK = Profile("tlink", "/api/webhooks/tlink", _tlink_auth)
+PROFILES = {p.name: p for p in (TESAIOT, TLINK)}
+
+# Header names whose values are secrets and are always shown redacted.
+SECRET_HEADERS = {"x-api-key", "authorization", "x-tlink-signature-secret"}

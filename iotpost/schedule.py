@@ -1,0 +1,37 @@
+"""When payloads are made: from fixed start times, so a slow send never makes the schedule drift.
+
+Usage: ``for n in paced(count=3, interval=5, period_s=0, monotonic=time.monotonic, sleep=time.sleep): ...``
+
+Payload n is due at start + n * interval. A send that overruns its slot makes the next payload go
+at once, never a burst to catch up twice. With a period, payloads are made while their due time is
+inside it; the count is then ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+
+def due_times(count: int, interval: float, period_s: float) -> Iterator[float]:
+    """Offsets from the start at which payloads are due."""
+    n = 0
+    while True:
+        due = n * interval
+        if period_s > 0:
+            if due >= period_s or (interval <= 0 and n > 0):
+                return
+        elif n >= count:
+            return
+        yield due
+        n += 1
+
+
+def paced(count: int, interval: float, period_s: float, monotonic: Callable[[], float],
+          sleep: Callable[[float], None]) -> Iterator[int]:
+    """Yield 0, 1, 2... each at its due time (sleeping in between with the injected sleep)."""
+    start = monotonic()
+    for n, due in enumerate(due_times(count, interval, period_s)):
+        wait = start + due - monotonic()
+        if wait > 0:
+            sleep(wait)
+        yield n

@@ -1,0 +1,86 @@
+"""Where requests go: a base URL plus an endpoint path, checked before anything is sent.
+
+Usage: ``target = parse_target("https://tesaiot.com", "/api/v1/telemetry")``
+
+Plain http:// is refused unless the caller opted in *and* the host is this machine: an API key
+must never cross a network in clear text, but a developer's local server may lack TLS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+class Target(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def netloc(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else "%s:%d" % (host, self.port)
+
+    @property
+    def url(self) -> str:
+        return "%s://%s%s" % (self.scheme, self.netloc, self.path)
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses that cannot leave this machine."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def join_path(base_path: str, endpoint: str) -> str:
+    """Join a base URL's path prefix (a reverse-proxy mount) and the endpoint path."""
+    if endpoint.startswith(("http://", "https://")):
+        raise ConfigError("--endpoint takes a path such as /api/v1/telemetry, not a URL",
+                          hint="put the scheme and host in --base-url")
+    return base_path.rstrip("/") + "/" + endpoint.lstrip("/")
+
+
+def parse_target(base_url: str, endpoint: str, allow_http: bool = False) -> Target:
+    """Validate the URL; refuse anything that would send credentials unverified."""
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("base URL %r is not a valid URL (%s)" % (base_url, exc)) from None
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme not in ("https", "http") or not host:
+        raise ConfigError(
+            "base URL %r is not an https:// URL, while checking the platform URL" % base_url,
+            hint="it should look like https://tesaiot.com (check endpoints.json or --base-url)",
+        )
+    if parts.username or parts.password:
+        raise ConfigError("base URL must not carry a user name or password",
+                          hint="credentials belong in the bundle, not in the URL")
+    if scheme == "http":
+        if not allow_http:
+            raise ConfigError(
+                "refusing plain http:// URL %s: the API key would travel unencrypted" % base_url,
+                hint="use https://; for a local development server on this machine pass --allow-http",
+            )
+        if not is_loopback(host):
+            raise ConfigError(
+                "--allow-http only permits this machine (localhost, 127.0.0.1, ::1), not %s" % host,
+                hint="use https:// for any other host",
+            )
+    path = join_path(parts.path, endpoint)
+    if parts.query:
+        path += "?" + parts.query
+    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)

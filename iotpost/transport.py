@@ -1,0 +1,161 @@
+"""HTTP(S) over one reused connection, with every network failure turned into an IotPostError.
+
+Usage::
+
+    transport = Transport(target, build_ssl_context(ca), timeout=10)
+    response = transport.send("POST", target.path, headers, body)
+
+One connection serves the whole run (a TLS handshake on a Raspberry Pi costs more than the
+request). A kept-alive connection the server already closed is reopened and the request sent once
+more without counting as a retry. TLS failures while connecting are configuration errors (78);
+anything that breaks after the handshake may work next time (75).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from .errors import IotPostError, TransientError
+from .target import Target
+from .tlsctx import explain_tls_failure
+
+MAX_RESPONSE_BYTES = 1 << 20
+
+
+class Response(NamedTuple):
+    status: int
+    reason: str
+    headers: Dict[str, str]  # lower-case names
+    body: bytes
+    latency: float  # seconds from sending the request to the end of the body
+
+
+def classify_network_error(exc: BaseException, target: Target, timeout: float) -> IotPostError:
+    """Map a socket/http.client exception to the error a user can act on."""
+    import http.client
+
+    where = "%s:%d" % (target.host, target.port)
+    if isinstance(exc, IotPostError):
+        return exc
+    if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):
+        return TransientError("no answer from %s within %gs, while sending" % (where, timeout),
+                              hint="the network or the platform is slow; raise --timeout or retry later")
+    if isinstance(exc, ConnectionRefusedError):
+        return TransientError("connection refused by %s, while connecting" % where,
+                              hint="is the server running? check the host and port in the URL")
+    if isinstance(exc, socket.gaierror):
+        return TransientError("cannot resolve host %s (%s), while connecting" % (target.host, exc.strerror),
+                              hint="check the host name and this machine's network and DNS")
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                        http.client.RemoteDisconnected)):
+        return TransientError("connection to %s was closed before an answer arrived" % where,
+                              hint="the link or the server dropped the connection; it is retried")
+    if isinstance(exc, http.client.HTTPException):
+        return TransientError("malformed HTTP response from %s (%s)" % (where, exc.__class__.__name__),
+                              hint="a proxy or the server is misbehaving; retry later")
+    if isinstance(exc, ssl.SSLError):
+        return TransientError("TLS connection to %s broke (%s)" % (where, exc.reason or exc),
+                              hint="the link dropped mid-request; it is retried")
+    if isinstance(exc, OSError):
+        return TransientError("network error talking to %s (%s)" % (where, exc.strerror or exc),
+                              hint="check this machine's network connection")
+    raise exc  # not a network failure: a bug, let it surface
+
+
+class Transport:
+    """Sends requests to one target over a reused HTTP/1.1 connection."""
+
+    def __init__(
+        self,
+        target: Target,
+        ssl_context: Optional[ssl.SSLContext],
+        timeout: float,
+        cafile: Optional[Path] = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.target = target
+        self._ctx = ssl_context
+        self._timeout = timeout
+        self._cafile = cafile
+        self._clock = clock
+        self._conn = None  # type: ignore[var-annotated]
+        self.connections_opened = 0
+
+    def _open(self):
+        import http.client
+
+        t = self.target
+        if t.scheme == "https":
+            conn = http.client.HTTPSConnection(t.host, t.port, timeout=self._timeout, context=self._ctx)
+        else:
+            conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
+        try:
+            conn.connect()
+        except ssl.SSLError as exc:
+            conn.close()
+            raise explain_tls_failure(exc, t.host, self._cafile) from None
+        except Exception as exc:
+            conn.close()
+            raise classify_network_error(exc, t, self._timeout) from None
+        self.connections_opened += 1
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def send(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
+        """One request and its response; raises IotPostError for anything but an HTTP answer."""
+        import http.client
+
+        reused = self._conn is not None
+        try:
+            return self._exchange(method, path, headers, body)
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                http.client.RemoteDisconnected, ssl.SSLEOFError) as exc:
+            self.close()
+            if not reused:
+                raise classify_network_error(exc, self.target, self._timeout) from None
+        # The server had closed the idle kept-alive connection: reopen and send once more.
+        try:
+            return self._exchange(method, path, headers, body)
+        except IotPostError:
+            raise
+        except Exception as exc:
+            self.close()
+            raise classify_network_error(exc, self.target, self._timeout) from None
+
+    def _exchange(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
+        import http.client
+
+        if self._conn is None:
+            self._conn = self._open()
+        conn = self._conn
+        started = self._clock()
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read(MAX_RESPONSE_BYTES)
+            if not resp.isclosed():
+                resp.read()  # drain the rest so the connection stays usable
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                http.client.RemoteDisconnected, ssl.SSLEOFError):
+            raise
+        except Exception as exc:
+            self.close()
+            raise classify_network_error(exc, self.target, self._timeout) from None
+        latency = self._clock() - started
+        result = Response(resp.status, resp.reason or "", {k.lower(): v for k, v in resp.getheaders()},
+                          data, latency)
+        if resp.will_close:
+            self.close()  # the next send reconnects explicitly, so TLS errors stay classified
+        return result
