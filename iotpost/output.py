@@ -49,6 +49,9 @@ def short_message(body: bytes, limit: int = 120) -> str:
             if isinstance(value, str) and value:
                 text = value
                 break
+        if isinstance(doc.get("storedReadings"), int):  # TLINK webhooks: what was newly stored
+            text = "%s, storedReadings=%d" % (text if text and not text.startswith("{") else "ok",
+                                               doc["storedReadings"])
     line = text.splitlines()[0] if text else ""
     line = "".join(ch if ch.isprintable() else " " for ch in line)
     return line[: limit - 3] + "..." if len(line) > limit else line

@@ -49,6 +49,8 @@ def join_path(base_path: str, endpoint: str) -> str:
     if endpoint.startswith(("http://", "https://")):
         raise ConfigError("--endpoint takes a path such as /api/v1/telemetry, not a URL",
                           hint="put the scheme and host in --base-url")
+    if not endpoint:
+        return base_path or "/"
     return base_path.rstrip("/") + "/" + endpoint.lstrip("/")
 
 
