@@ -42,6 +42,7 @@ class CommonSettings:
     allow_http: bool
     retries: int
     max_retry_time: float
+    retry_backoff: float
     spool: Optional[Path]
     spool_max: Optional[int]
     flush_spool: bool
@@ -101,6 +102,9 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="retries per payload for failures that can succeed later (default: %d)" % DEFAULT_RETRIES)
     r.add_argument("--max-retry-time", type=_positive_float, default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
                    help="give up retrying one payload after this long (default: %g)" % DEFAULT_MAX_RETRY_TIME)
+    r.add_argument("--retry-backoff", type=_positive_float, default=0.5, metavar="SECONDS",
+                   help="first backoff between retries, doubled each time with jitter, at most 30 s "
+                   "(default: 0.5); a server's Retry-After wins")
     r.add_argument("--spool", type=Path, default=None, metavar="PATH",
                    help="keep payloads in this SQLite file until the platform has them "
                    "(env %s)" % SPOOL_ENV)
@@ -144,6 +148,7 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
         allow_http=ns.allow_http,
         retries=ns.retries,
         max_retry_time=ns.max_retry_time,
+        retry_backoff=ns.retry_backoff,
         spool=spool,
         spool_max=ns.spool_max,
         flush_spool=ns.flush_spool,
@@ -223,7 +228,7 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         spool = MemorySpool()
     transport = Transport(target, ssl_context_factory() if target.scheme == "https" else None,
                           s.timeout, cafile=ca_file)
-    retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time)
+    retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time, backoff_base=s.retry_backoff)
     sender = Sender(transport, profile, creds, spool, retry, reporter, env, target.path)
     started = env.monotonic()
     bodies: Bodies = [] if s.flush_spool else make_bodies(env)

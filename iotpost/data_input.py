@@ -100,7 +100,8 @@ def load_data_file(path: str) -> Tuple[List[DataItem], bool]:
     if whole is not None:
         return [item_from_object(whole, path, 1)], True
     items: List[DataItem] = []
-    for no, line in enumerate(text.splitlines(), 1):
+    # split on "\n" only: JSON strings may hold U+2028 or U+0085, which splitlines() would cut at
+    for no, line in enumerate(text.split("\n"), 1):
         if line.strip():
             items.append(parse_line(line, "%s line %d" % (path, no), no))
     if not items:

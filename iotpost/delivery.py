@@ -15,16 +15,14 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, NamedTuple, Optional, Union
 
-from . import __version__
 from .environment import Environment
 from .errors import InputDataError, IotPostError, TransientError
 from .exitcodes import ExitStatus, for_http_status, is_payload_rejected, worst
-from .output import Reporter, SendRecord, short_message
-from .profiles import Credentials, Profile
+from .output import Redactor, Reporter, SendRecord, short_message
+from .profiles import USER_AGENT, Credentials, Profile
 from .retry import RetryPolicy, parse_retry_after
 from .transport import Response, Transport
 
-USER_AGENT = "iotpost/%s" % __version__
 
 
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
@@ -76,6 +74,7 @@ class Sender:
         self.env = env
         self.path = path
         self.records: List[SendRecord] = []
+        self._redact = Redactor(creds.secrets())
         self._seq_of: Dict[int, int] = {}  # spool id -> payload number in this run
         self.retries = 0
         self.accepted = 0
@@ -160,7 +159,7 @@ class Sender:
             if response is not None:
                 self.out.response(response.status, response.reason, response.headers)
                 code = for_http_status(response.status)
-                message = short_message(response.body) or response.reason
+                message = short_message(response.body, redact=self._redact) or response.reason
                 if code is ExitStatus.OK:
                     self.spool.ack(item)
                     self._finish(item, seq, attempts, response, message, ok=True)
@@ -182,10 +181,10 @@ class Sender:
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
             if delay is None:
                 self._finish(item, seq, attempts, response, why if response is None else short_message(
-                    response.body) or response.reason, ok=False)
+                    response.body, redact=self._redact) or response.reason, ok=False)
                 self.spool.release(item, why, attempts)
                 if response is not None:
-                    final = error_for_response(response.status, response.reason, short_message(response.body),
+                    final = error_for_response(response.status, response.reason, short_message(response.body, redact=self._redact),
                                                url, seq)
                 else:
                     final = failure or TransientError(why)

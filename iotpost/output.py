@@ -9,7 +9,7 @@ back in an error message. Results go to stdout; warnings, errors and --verbose t
 from __future__ import annotations
 
 import json
-from typing import IO, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .profiles import SECRET_HEADERS
 
@@ -34,9 +34,12 @@ def redact_headers(headers: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
     return [(k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers]
 
 
-def short_message(body: bytes, limit: int = 120) -> str:
-    """The server's own short message: JSON message/error, else the first line of text."""
-    text = body.decode("utf-8", "replace").strip()
+def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = lambda s: s) -> str:
+    """The server's own short message: JSON message/error, else the first line of text.
+
+    ``redact`` runs before truncation, so a secret cut in half by the limit cannot leak its start.
+    """
+    text = redact(body.decode("utf-8", "replace")).strip()
     try:
         doc = json.loads(text) if text else None
     except ValueError:
@@ -85,8 +88,18 @@ class Reporter:
         stream.write(self.redact(line) + "\n")
         stream.flush()
 
+    def _redact_values(self, value: Any) -> Any:
+        """Redact inside strings before JSON escaping, which would hide a secret holding " or \\."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self._redact_values(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact_values(v) for v in value]
+        return value
+
     def json_line(self, obj: dict) -> None:
-        self._write(self.stdout, json.dumps(obj, ensure_ascii=False, sort_keys=False))
+        self._write(self.stdout, json.dumps(self._redact_values(obj), ensure_ascii=False))
 
     def warn(self, message: str, loud: bool = False) -> None:
         """A warning on stderr; quiet mode keeps only the loud ones (data being dropped)."""

@@ -12,6 +12,10 @@ import hashlib
 import hmac
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
+from . import __version__
+
+USER_AGENT = "iotpost/%s" % __version__
+
 Headers = List[Tuple[str, str]]
 
 

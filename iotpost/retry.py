@@ -68,7 +68,7 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if all("0" <= ch <= "9" for ch in text):  # not str.isdigit(): that admits "²" and friends
         return float(int(text))
     try:
         from email.utils import parsedate_to_datetime

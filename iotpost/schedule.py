@@ -28,10 +28,28 @@ def due_times(count: int, interval: float, period_s: float) -> Iterator[float]:
 
 def paced(count: int, interval: float, period_s: float, monotonic: Callable[[], float],
           sleep: Callable[[float], None]) -> Iterator[int]:
-    """Yield 0, 1, 2... each at its due time (sleeping in between with the injected sleep)."""
+    """Yield 0, 1, 2... each at its due time (sleeping in between with the injected sleep).
+
+    Due times sit on the grid start + slot * interval. When sending overran one or more slots,
+    the late payload goes at once and the slots already past are skipped, so the run returns to
+    the grid instead of bursting to catch up. With --count that still makes ``count`` payloads.
+    """
     start = monotonic()
-    for n, due in enumerate(due_times(count, interval, period_s)):
+    n = 0
+    slot = 0
+    while True:
+        due = slot * interval
+        if period_s > 0:
+            if due >= period_s or (interval <= 0 and n > 0):
+                return
+        elif n >= count:
+            return
         wait = start + due - monotonic()
         if wait > 0:
             sleep(wait)
         yield n
+        n += 1
+        slot += 1
+        if interval > 0:
+            passed = int((monotonic() - start) // interval)  # the latest slot whose time has come
+            slot = max(slot, passed)

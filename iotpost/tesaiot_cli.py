@@ -24,7 +24,7 @@ from .data_input import DataItem, load_data_file, parse_data_arg, read_json_line
 from .environment import Environment
 from .errors import InputDataError, UsageError
 from .payloads import MedicalSignals, encode, iso_utc, make_payload
-from .profiles import TESAIOT, Credentials
+from .profiles import TESAIOT, USER_AGENT, Credentials
 from .schedule import paced
 from .target import parse_target
 
@@ -140,8 +140,6 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     make_bodies = body_source(s, bundle.device_id)
     creds = Credentials(api_key=bundle.api_key)
     if c.dry_run:
-        from .delivery import USER_AGENT
-
         return dry_run(reporter, TESAIOT, creds, target, make_bodies(dry_run_environment(env)), USER_AGENT)
     return send_all(c, TESAIOT, creds, target, bundle.ca_file, make_bodies, reporter, env, lambda: ctx)
 

@@ -154,7 +154,7 @@ def load_replay(data: bytes, name: str) -> List[bytes]:
         raise InputDataError("%s is a JSON array; replay takes one push object, or one push per line" % name,
                              hint="write one JSON object per line (JSON Lines)")
     records = []
-    for no, line in enumerate(text.splitlines(), 1):
+    for no, line in enumerate(text.split("\n"), 1):  # not splitlines(): see data_input.load_data_file
         body = line.strip()
         if not body:
             continue

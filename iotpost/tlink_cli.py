@@ -23,7 +23,7 @@ from .cli_common import (CommonSettings, add_sending_arguments, common_settings,
 from .cli_run import run
 from .environment import Environment
 from .errors import ConfigError, CredentialMissing, InputDataError, UsageError
-from .profiles import TLINK, Credentials
+from .profiles import TLINK, USER_AGENT, Credentials
 from .schedule import paced
 from .target import parse_target
 from .tlink import DEFAULT_SENSORS, SensorSpec, TlinkPushes, encode_push, load_replay, parse_sensor
@@ -164,8 +164,6 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
 
     creds = Credentials(hmac_secret=secret)
     if c.dry_run:
-        from .delivery import USER_AGENT
-
         return dry_run(reporter, TLINK, creds, target, make(dry_run_environment(env)), USER_AGENT)
     return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, lambda: ctx)
 

@@ -1,0 +1,57 @@
+"""Running the real entry points as subprocesses, the way a user or cron would.
+
+Usage: ``proc = run_cli("post_https_sample.py", "--certs-dir", bundle, "--count", "2")``
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SENDER = PROJECT_ROOT / "post_https_sample.py"
+TLINK = PROJECT_ROOT / "tlink_push.py"
+RECEIVER = PROJECT_ROOT / "receiver.py"
+
+
+def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment minus anything of ours a developer may have set in their shell."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TESAIOT_", "IOTPOST_", "TLINK_")) and k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_cli(script: Path, *args: object, stdin: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+            timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run an entry script with this interpreter (not the pyenv shim) and capture its output."""
+    return subprocess.run(
+        [sys.executable, str(script)] + [str(a) for a in args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=cli_env(env),
+        timeout=timeout,
+        cwd=str(PROJECT_ROOT),
+    )
+
+
+def start_cli(script: Path, *args: object, env: Optional[Dict[str, str]] = None, **kwargs) -> subprocess.Popen:
+    """Start an entry script in the background (for streaming stdin, signals, SIGKILL tests)."""
+    return subprocess.Popen(
+        [sys.executable, str(script)] + [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        env=cli_env(env),
+        cwd=str(PROJECT_ROOT),
+        **kwargs,
+    )

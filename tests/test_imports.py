@@ -1,0 +1,73 @@
+"""Zero install: only the standard library is imported, and the one-off send path stays lean."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+import unittest
+
+from tests.support import PROJECT_ROOT, cli_env
+
+_PROBE = r"""
+import importlib, json, os, sys, sysconfig
+root = os.path.realpath(sys.argv[1])
+import iotpost, pkgutil
+for m in pkgutil.walk_packages(iotpost.__path__, "iotpost."):
+    importlib.import_module(m.name)
+import tests.twin_support, tests.support
+stdlib = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+foreign = []
+for name, mod in sorted(sys.modules.items()):
+    origin = getattr(mod, "__file__", None)
+    if not origin:
+        continue  # built-in or frozen: part of the interpreter
+    path = os.path.realpath(origin)
+    if path.startswith(root + os.sep):
+        continue
+    if any(path.startswith(s + os.sep) and "site-packages" not in path and "dist-packages" not in path
+           for s in stdlib):
+        continue
+    foreign.append((name, path))
+print(json.dumps(foreign))
+"""
+
+_LAZY = r"""
+import io, json, sys
+from iotpost import tesaiot_cli
+from iotpost.environment import Environment
+out = io.StringIO()
+code = tesaiot_cli._main(sys.argv[1:], [], Environment(stdout=out, stderr=io.StringIO()))
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+class ImportTests(unittest.TestCase):
+    def test_everything_imports_only_the_standard_library(self):
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(PROJECT_ROOT)], capture_output=True, text=True,
+                              cwd=str(PROJECT_ROOT), env=cli_env(), timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(json.loads(proc.stdout), [])
+
+    def test_every_package_module_is_probed(self):
+        import iotpost
+
+        names = [m.name for m in pkgutil.walk_packages(iotpost.__path__, "iotpost.")]
+        self.assertIn("iotpost.receiver.server", names)
+        self.assertIn("iotpost.transport", names)
+
+    def test_a_dry_run_does_not_load_the_receiver_sqlite_or_http_stack(self):
+        proc = subprocess.run([sys.executable, "-c", _LAZY, "--dry-run"], capture_output=True, text=True,
+                              cwd=str(PROJECT_ROOT), env=cli_env(), timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        result = json.loads(proc.stdout.splitlines()[-1])
+        self.assertEqual(result["code"], 0)
+        loaded = set(result["modules"])
+        for heavy in ("sqlite3", "http.server", "http.client", "email", "iotpost.receiver", "logging", "uuid",
+                      "urllib.request", "iotpost.delivery"):
+            self.assertNotIn(heavy, loaded)
+
+
+if __name__ == "__main__":
+    unittest.main()
