@@ -102,7 +102,7 @@ class Sender:
                 self.drain()
         finally:
             self.spool.release_all()
-        left = self.spool.pending(self.profile.name)
+        left = self.spool.unclaimed(self.profile.name, self.env.wall())  # not another live run's
         if left and self.code in (ExitStatus.OK, ExitStatus.TEMPFAIL):
             where = "kept in the spool for the next run" if self.spool.persistent else "lost: use --spool to keep them"
             self._fail(TransientError("%d payload(s) not delivered (%s)" % (left, where),
@@ -216,7 +216,7 @@ class Sender:
         last = {r.seq: r for r in self.records}  # a payload tried again on a later tick counts once
         delivered = sum(1 for r in last.values() if r.ok)
         failed = len(last) - delivered
-        left = self.spool.pending(self.profile.name)
+        left = self.spool.unclaimed(self.profile.name, self.env.wall())
         fields = {
             "accepted": self.accepted,
             "attempted": len(last),

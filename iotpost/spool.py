@@ -80,6 +80,9 @@ class MemorySpool:
     def pending(self, profile: Optional[str] = None) -> int:
         return sum(1 for i in self._items.values() if profile is None or i.profile == profile)
 
+    def unclaimed(self, profile: str, now: float) -> int:
+        return sum(1 for i in self._items.values() if i.profile == profile and i.id not in self._claimed)
+
     def close(self) -> None:
         pass
 
@@ -198,10 +201,12 @@ class SqliteSpool:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may already have rolled back (e.g. on SQLITE_FULL); a failed COMMIT may not.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
         except sqlite3.OperationalError as exc:
             if "full" in str(exc).lower():
@@ -292,6 +297,11 @@ class SqliteSpool:
         if profile is None:
             return self._db.execute("SELECT count(*) FROM spool").fetchone()[0]
         return self._db.execute("SELECT count(*) FROM spool WHERE profile = ?", (profile,)).fetchone()[0]
+
+    def unclaimed(self, profile: str, now: float) -> int:
+        """Payloads no live run is working on: what is really left for a later run."""
+        return self._db.execute("SELECT count(*) FROM spool WHERE profile = ? AND (claimed_by IS NULL"
+                                " OR claim_expires < ?)", (profile, now)).fetchone()[0]
 
     def status(self, now: float) -> Dict[str, object]:
         db = self._db
