@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Run the local twin receiver: python3 receiver.py [--port 8443] [--bundle DIR] (see --help)."""
 
 import sys

@@ -104,9 +104,11 @@ class Sender:
             self.spool.release_all()
         left = self.spool.unclaimed(self.profile.name, self.env.wall())  # not another live run's
         if left and self.code in (ExitStatus.OK, ExitStatus.TEMPFAIL):
-            where = "kept in the spool for the next run" if self.spool.persistent else "lost: use --spool to keep them"
-            self._fail(TransientError("%d payload(s) not delivered (%s)" % (left, where),
-                                      hint=self._pending_hint()), stop=False)
+            where = "kept in the spool for the next run" if self.spool.persistent else "not kept: no --spool"
+            cause = "; last error: %s" % self.error.message if self.error is not None else ""
+            self.error = TransientError("%d payload(s) not delivered (%s)%s" % (left, where, cause),
+                                        hint=self._pending_hint())
+            self.code = ExitStatus.TEMPFAIL
         return RunResult(self.code, self.error, self.records)
 
     def _pending_hint(self) -> str:

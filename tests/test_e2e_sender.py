@@ -195,11 +195,14 @@ class HappyPathTests(SenderTestCase):
             self.assertEqual(twin.store.count_telemetry(DEVICE), 1)
             proc.stdin.write('not json\n{"n": 3}\n')
             proc.stdin.close()
-            out, err = proc.communicate(timeout=20)
+            proc.wait(timeout=20)
+            err = proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
         self.assertEqual(proc.returncode, 65, err)
         self.assertIn("<stdin> line 2", err)
         self.assertEqual(twin.store.count_telemetry(DEVICE), 2)

@@ -1,0 +1,221 @@
+"""receiver.py: serve the twin on a port until SIGINT/SIGTERM, for trying the senders by hand.
+
+Usage: ``python3 receiver.py [--port 8443] [--bundle DIR ...] [--db receiver.sqlite3] [--verbose]``
+
+Defaults need no setup: the test certificate for localhost from tests/certdata/ and the sample
+bundle certs_credentials/ (both found from the package, not the working directory), so
+``python3 post_https_sample.py`` talks to it out of the box. API keys and the TLINK secret are
+never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from ..errors import ConfigError, CredentialMissing, Interrupted
+from .faults import DEFAULT_RANDOM_KINDS, FAULT_KINDS, check_kinds
+
+PROG = "receiver.py"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CERT = PROJECT_ROOT / "tests" / "certdata" / "localhost.pem"
+DEFAULT_KEY = PROJECT_ROOT / "tests" / "certdata" / "localhost.key"
+DEFAULT_BUNDLE = PROJECT_ROOT / "certs_credentials"
+SECRET_FILE_ENV = "TLINK_WEBHOOK_SECRET_FILE"
+KEEP_REQUESTS = 1000  # the in-memory request log of a long-running receiver stays bounded
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """Everything the receiver needs, decided once from the command line and environment."""
+
+    host: str
+    port: int
+    tls: bool
+    certfile: Path
+    keyfile: Path
+    bundles: Tuple[Path, ...]
+    db_path: str
+    tlink_secret_file: Optional[Path]
+    fault_rate: float
+    fault_kinds: Tuple[str, ...]
+    fault_seed: Optional[int]
+    retry_after: int
+    max_body: int
+    verbose: bool
+
+
+def _fault_kinds(text: str) -> Tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds:
+        raise argparse.ArgumentTypeError("name at least one fault kind: %s" % ",".join(FAULT_KINDS))
+    try:
+        check_kinds(kinds)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return kinds
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be a number from 0 to 1, not %r" % text)
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("must be a port number 0-65535 (0: any free port)")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The receiver's flags."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Local twin of the TESAIoT and TLINK device-facing HTTPS endpoints, for testing the senders.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; ::1 for IPv6)")
+    parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
+    parser.add_argument("--cert", type=Path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
+    parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="server private key (PEM)")
+    parser.add_argument("--http", action="store_true",
+                        help="serve plain HTTP instead of HTTPS (to test a sender's --allow-http)")
+    parser.add_argument("--bundle", action="append", type=Path, metavar="DIR",
+                        help="register the device in this credential bundle (repeatable; default "
+                        "certs_credentials/ beside receiver.py)")
+    parser.add_argument("--db", default="receiver.sqlite3", metavar="PATH",
+                        help="sqlite3 database (default receiver.sqlite3 in the current folder; :memory: keeps nothing)")
+    parser.add_argument("--tlink-secret-file", type=Path, metavar="PATH",
+                        help="require X-TLink-Signature made with the secret in this file "
+                        "(default: $%s)" % SECRET_FILE_ENV)
+    parser.add_argument("--fault-rate", type=_rate, default=0.0, help="share of POSTs that get a fault (0-1)")
+    parser.add_argument("--fault-kinds", type=_fault_kinds, default=DEFAULT_RANDOM_KINDS,
+                        help="comma-separated faults to draw from: %s, or any 4xx/5xx status (default %s)"
+                        % (",".join(FAULT_KINDS), ",".join(DEFAULT_RANDOM_KINDS)))
+    parser.add_argument("--fault-seed", type=int, help="seed for reproducible faults")
+    parser.add_argument("--retry-after", type=_positive_int, default=1, help="Retry-After seconds on 503/429 faults")
+    parser.add_argument("--max-body", type=_positive_int, default=1_048_576, help="largest body accepted (bytes)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log each request to stderr (never API keys)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    return parser
+
+
+def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -> ReceiverSettings:
+    """Arguments and environment -> frozen settings; nothing below this reads argparse."""
+    env = os.environ if environ is None else environ
+    secret_file = ns.tlink_secret_file
+    if secret_file is None and env.get(SECRET_FILE_ENV, "").strip():
+        secret_file = Path(env[SECRET_FILE_ENV].strip())
+    return ReceiverSettings(
+        host=ns.host, port=ns.port, tls=not ns.http, certfile=ns.cert, keyfile=ns.key,
+        bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
+        fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
+        retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose,
+    )
+
+
+def read_tlink_secret(path: Path) -> bytes:
+    """The shared webhook secret: the file's bytes without surrounding whitespace."""
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise CredentialMissing("cannot read the TLINK secret file %s (%s)" % (path, exc.strerror or exc),
+                                hint="pass --tlink-secret-file PATH or set %s" % SECRET_FILE_ENV) from None
+    if not secret:
+        raise ConfigError("the TLINK secret file %s is empty" % path)
+    return secret
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise CredentialMissing("%s %s is missing, while starting the receiver" % (what, path),
+                                hint="pass --cert and --key, or regenerate tests/certdata (see its README)")
+
+
+def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported lazily)
+    import sqlite3
+    import ssl
+
+    from .faults import FaultPlan
+    from .server import read_bundle_device, start_twin
+
+    devices = {}
+    for folder in s.bundles:
+        device_id, api_key = read_bundle_device(folder)
+        secrets.append(api_key)
+        devices[device_id] = api_key
+    secret = read_tlink_secret(s.tlink_secret_file) if s.tlink_secret_file is not None else None
+    if secret is not None:
+        secrets.append(secret.decode("latin-1"))
+    if s.tls:
+        _check_file(s.certfile, "the certificate")
+        _check_file(s.keyfile, "the private key")
+    faults = None
+    if s.fault_rate > 0:
+        faults = FaultPlan.random(rate=s.fault_rate, kinds=s.fault_kinds, seed=s.fault_seed,
+                                  retry_after=s.retry_after)
+    try:
+        return start_twin(
+            devices=devices, certfile=s.certfile, keyfile=s.keyfile, db_path=s.db_path, host=s.host,
+            port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
+            log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"
+                          % (s.certfile, s.keyfile, exc.reason or exc),
+                          hint="the key must match the certificate; both PEM") from None
+    except sqlite3.Error as exc:
+        raise ConfigError("cannot open the database %s (%s), while starting the receiver" % (s.db_path, exc),
+                          hint="pass --db PATH in a writable folder") from None
+    except OSError as exc:
+        where = "%s port %d" % (s.host, s.port)
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError("%s is already in use, while starting the receiver" % where,
+                              hint="stop the other receiver, or pass --port (0 picks a free one)") from None
+        raise ConfigError("cannot listen on %s (%s), while starting the receiver"
+                          % (where, exc.strerror or exc)) from None
+
+
+def serve(args: List[str], secrets: List[str]) -> int:
+    """The body run by cli_run.run: start, announce, wait for a signal, stop cleanly (exit 0)."""
+    import threading
+
+    ns = build_parser().parse_args(args)  # usage errors: argparse exits 2, run() passes it on
+    settings = settings_from_args(ns)
+    twin = _start(settings, secrets)
+    try:
+        sys.stderr.write("receiver: listening on %s (db %s)\n" % (twin.url, settings.db_path))
+        sys.stderr.flush()
+        if settings.verbose:
+            for device_id in twin.store.devices():
+                sys.stderr.write("receiver: device %s registered\n" % device_id)
+        forever = threading.Event()
+        while not forever.wait(1.0):  # a timeout, so Ctrl-C is seen on Windows too
+            pass
+    except (Interrupted, KeyboardInterrupt):
+        pass
+    finally:
+        twin.stop()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of receiver.py."""
+    from ..cli_run import run
+
+    return run(serve, argv, prog=PROG)

@@ -1,0 +1,336 @@
+"""The twin's storage: devices, API keys and telemetry in sqlite3, usable without any socket.
+
+Usage: ``store = TelemetryStore(":memory:"); store.register_device(dev, key); store.authenticate(key)``
+
+One connection (``check_same_thread=False``) behind one lock serves every handler thread; file
+databases use WAL with synchronous=NORMAL. Idempotency rests on a UNIQUE (device_id,
+idempotency_key) constraint checked inside one transaction, so concurrent identical requests
+store one row. TLINK tables and methods come from ``tlink_store.TlinkTables``.
+
+History is answered newest first (ordered by the payload's timestamp, then arrival), so
+``limit=N`` gives the latest N readings; ``all_telemetry`` is in arrival order for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+
+from .tlink_store import TLINK_SCHEMA, TlinkTables
+
+Json = Dict[str, Any]
+UTC = _dt.timezone.utc
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id     TEXT PRIMARY KEY,
+    registered_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_sha256 BLOB PRIMARY KEY,      -- the key itself is never stored
+    device_id  TEXT NOT NULL REFERENCES devices (device_id)
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    telemetry_id    TEXT NOT NULL UNIQUE,
+    device_id       TEXT NOT NULL,
+    timestamp       TEXT NOT NULL,    -- as the device sent it, or the server's clock
+    ts_epoch        REAL NOT NULL,    -- the same instant, for ordering and start_time filters
+    received_at     TEXT NOT NULL,
+    data_json       TEXT NOT NULL,
+    idempotency_key TEXT,
+    body_sha256     BLOB NOT NULL,
+    response_json   TEXT NOT NULL,    -- the exact first answer, replayed for a repeated key
+    UNIQUE (device_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS telemetry_by_device_time ON telemetry (device_id, ts_epoch);
+"""
+
+_ISO8601 = re.compile(
+    r"""^(\d{4})-(\d{2})-(\d{2})
+        (?:[Tt\ ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?
+           (Z|z|[+-]\d{2}(?::?\d{2})?)?)?$""",
+    re.VERBOSE | re.ASCII,
+)
+_RELATIVE = re.compile(r"^-(\d+)([smhdw])$", re.ASCII)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_iso8601(text: str, default_tz: Optional[_dt.tzinfo] = UTC) -> _dt.datetime:
+    """Parse ISO 8601 identically on 3.8 and 3.13 (3.8's fromisoformat rejects "Z", 3.11's takes more).
+
+    Accepts a date, or date and time with optional fraction and ``Z``/``+HH:MM``/``+HHMM``/``+HH``.
+    A time without offset gets ``default_tz`` (None: stays naive). Raises ValueError otherwise.
+    """
+    match = _ISO8601.match(text)
+    if match is None:
+        raise ValueError("not an ISO 8601 timestamp: %r" % (text,))
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz: Optional[_dt.tzinfo] = default_tz
+    if offset in ("Z", "z"):
+        tz = UTC
+    elif offset:
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        delta = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or "0"))
+        tz = _dt.timezone(sign * delta)
+    return _dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                        int(second or 0), micro, tzinfo=tz)
+
+
+def parse_start_time(text: str, now: _dt.datetime) -> _dt.datetime:
+    """A start_time filter: ISO 8601, or relative to ``now`` like ``-90s``, ``-30m``, ``-1h``, ``-7d``."""
+    match = _RELATIVE.match(text.strip())
+    if match:
+        return now - _dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return parse_iso8601(text.strip())
+
+
+def iso_utc(epoch: float) -> str:
+    """The server's clock as ISO 8601 UTC with an explicit +00:00 (what the platform answers)."""
+    return _dt.datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
+def key_digest(api_key: str) -> bytes:
+    """What we keep of an API key: its SHA-256 (compared in constant time)."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).digest()
+
+
+def canonical_body(device_id: str, data: Json, timestamp: Optional[str]) -> bytes:
+    """The bytes to fingerprint when a caller stores telemetry without a raw HTTP body."""
+    payload = {"device_id": device_id, "timestamp": timestamp, "data": data}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+class IdempotencyKeyReused(Exception):
+    """The same Idempotency-Key came back with a different body (422 at the HTTP layer)."""
+
+
+class StoreResult(NamedTuple):
+    """The answer to give, and whether it is a replay of an earlier identical request."""
+
+    response: Json
+    replayed: bool
+
+
+class TelemetryRecord(NamedTuple):
+    """One stored telemetry row, as the read-back endpoints and tests see it."""
+
+    seq: int
+    telemetry_id: str
+    device_id: str
+    timestamp: str
+    received_at: str
+    data: Json
+    idempotency_key: Optional[str]
+
+    def __getitem__(self, key: Any) -> Any:
+        """``record["data"]`` works as well as ``record.data`` (and ``record[0]``)."""
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
+    def as_json(self) -> Json:
+        """The read-back shape: telemetry_id, timestamp, received_at, data, idempotency_key."""
+        return {
+            "telemetry_id": self.telemetry_id,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+            "data": self.data,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+_RECORD_COLUMNS = "seq, telemetry_id, device_id, timestamp, received_at, data_json, idempotency_key"
+
+
+def _record(row: tuple) -> TelemetryRecord:
+    return TelemetryRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+
+
+class TelemetryStore(TlinkTables):
+    """Devices, hashed API keys, telemetry with idempotency, and TLINK pushes, in one sqlite3 file."""
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike] = ":memory:",
+        *,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> None:
+        self.path = str(path)
+        self._clock = clock or time.time
+        self._lock = threading.RLock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, the same on 3.8 and 3.13.
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                     timeout=5.0)
+        self._closed = False
+        if self.path != ":memory:" and not self.path.startswith("file::memory:"):
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA + TLINK_SCHEMA)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and one IMMEDIATE transaction: check-then-insert is atomic."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple = ()) -> List[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def now(self) -> float:
+        """The store's clock (injectable for tests)."""
+        return self._clock()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> "TelemetryStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- devices and keys ------------------------------------------------------------------
+
+    def register_device(self, device_id: str, api_key: str) -> None:
+        """Accept ``api_key`` for ``device_id`` from now on (a key moved to another device follows it)."""
+        if not device_id or not api_key:
+            raise ValueError("device_id and api_key must not be empty")
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO devices (device_id, registered_at) VALUES (?, ?)",
+                       (device_id, iso_utc(self.now())))
+            db.execute("INSERT OR REPLACE INTO api_keys (key_sha256, device_id) VALUES (?, ?)",
+                       (key_digest(api_key), device_id))
+
+    def devices(self) -> List[str]:
+        """Registered device ids, sorted."""
+        return [r[0] for r in self._query("SELECT device_id FROM devices ORDER BY device_id")]
+
+    def authenticate(self, api_key: Optional[str]) -> Optional[str]:
+        """The device this key belongs to, or None; every stored digest is compared, in constant time."""
+        if not api_key:
+            return None
+        presented = key_digest(api_key)
+        found: Optional[str] = None
+        for digest, device_id in self._query("SELECT key_sha256, device_id FROM api_keys"):
+            if hmac.compare_digest(bytes(digest), presented):
+                found = device_id
+        return found
+
+    # -- telemetry -------------------------------------------------------------------------
+
+    def store_telemetry(
+        self,
+        device_id: str,
+        data: Json,
+        *,
+        timestamp: Optional[str] = None,
+        raw_body: Optional[bytes] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> StoreResult:
+        """Store one accepted payload and return the platform's answer for it.
+
+        With an idempotency key already used by this device: the same body (SHA-256 of the raw
+        bytes) replays the first answer and stores nothing; a different body raises
+        IdempotencyKeyReused. Without a key every call stores a row.
+        """
+        now = self.now()
+        stamp = timestamp if timestamp is not None else iso_utc(now)
+        ts_epoch = parse_iso8601(stamp).timestamp()
+        body = raw_body if raw_body is not None else canonical_body(device_id, data, timestamp)
+        body_sha = hashlib.sha256(body).digest()
+        telemetry_id = str(uuid.uuid4())
+        response = {
+            "success": True,
+            "message": "Telemetry data stored successfully",
+            "telemetry_id": telemetry_id,
+            "device_id": device_id,
+            "timestamp": stamp,
+            "metrics_stored": sorted(data),
+        }
+        with self._transaction() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT body_sha256, response_json FROM telemetry"
+                    " WHERE device_id = ? AND idempotency_key = ?",
+                    (device_id, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    if not hmac.compare_digest(bytes(row[0]), body_sha):
+                        raise IdempotencyKeyReused(idempotency_key)
+                    return StoreResult(json.loads(row[1]), True)
+            db.execute(
+                "INSERT INTO telemetry (telemetry_id, device_id, timestamp, ts_epoch, received_at,"
+                " data_json, idempotency_key, body_sha256, response_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (telemetry_id, device_id, stamp, ts_epoch, iso_utc(now),
+                 json.dumps(data, ensure_ascii=False), idempotency_key, body_sha,
+                 json.dumps(response, ensure_ascii=False)),
+            )
+        return StoreResult(response, False)
+
+    def latest(self, device_id: str) -> Optional[TelemetryRecord]:
+        """The reading with the newest timestamp (ties: the last to arrive), or None."""
+        rows = self._query(
+            "SELECT %s FROM telemetry WHERE device_id = ? ORDER BY ts_epoch DESC, seq DESC LIMIT 1"
+            % _RECORD_COLUMNS, (device_id,))
+        return _record(rows[0]) if rows else None
+
+    def history(
+        self,
+        device_id: str,
+        *,
+        limit: int = 100,
+        start: Optional[_dt.datetime] = None,
+    ) -> List[TelemetryRecord]:
+        """Up to ``limit`` readings with timestamp >= ``start``, newest first."""
+        sql = "SELECT %s FROM telemetry WHERE device_id = ?" % _RECORD_COLUMNS
+        params: list = [device_id]
+        if start is not None:
+            sql += " AND ts_epoch >= ?"
+            params.append(start.timestamp())
+        sql += " ORDER BY ts_epoch DESC, seq DESC LIMIT ?"
+        params.append(int(limit))
+        return [_record(r) for r in self._query(sql, tuple(params))]
+
+    def count_telemetry(self, device_id: Optional[str] = None) -> int:
+        """How many telemetry rows are stored (for one device, or all)."""
+        if device_id is None:
+            return self._query("SELECT COUNT(*) FROM telemetry")[0][0]
+        return self._query("SELECT COUNT(*) FROM telemetry WHERE device_id = ?", (device_id,))[0][0]
+
+    def all_telemetry(self, device_id: Optional[str] = None) -> List[TelemetryRecord]:
+        """Every stored row in arrival order (for tests)."""
+        if device_id is None:
+            rows = self._query("SELECT %s FROM telemetry ORDER BY seq" % _RECORD_COLUMNS)
+        else:
+            rows = self._query("SELECT %s FROM telemetry WHERE device_id = ? ORDER BY seq"
+                               % _RECORD_COLUMNS, (device_id,))
+        return [_record(r) for r in rows]
