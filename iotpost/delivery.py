@@ -26,17 +26,16 @@ from .transport import Response, Transport
 
 
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
-                       location: Optional[str] = None) -> IotPostError:
+                       location: Optional[str] = None, auth_hint: str = "check the credentials") -> IotPostError:
     """The one-line error, exit code and hint for a final non-2xx answer."""
     code = for_http_status(status)
     said = "%d %s%s" % (status, reason, ": " + message if message and message != reason else "")
     if status == 401:
-        err: IotPostError = IotPostError("the platform rejected the credentials (%s), while sending payload #%d"
-                                         % (said, seq), hint="check api_key.txt (or the secret): is it this "
-                                         "device's current key? download the bundle again if it was rotated")
+        err = IotPostError("the platform rejected the credentials (%s), while sending payload #%d" % (said, seq),
+                           hint=auth_hint)
     elif status == 403:
         err = IotPostError("the platform refused this device (%s), while sending payload #%d" % (said, seq),
-                           hint="does device_id.txt (or --device-id) belong to the key in api_key.txt?")
+                           hint=auth_hint)
     elif 300 <= status < 400:
         err = IotPostError("%s redirects (%s) to %s, while sending payload #%d"
                            % (url, said, location or "?", seq),
@@ -137,66 +136,57 @@ class Sender:
     # -- one payload --------------------------------------------------------------------------
 
     def _send_item(self, item) -> None:
+        """Attempt one payload until it is settled or its retries are spent."""
         seq = self._seq_of.setdefault(item.id, len(self._seq_of) + 1)
-        url = self.transport.target.url
         headers = [("User-Agent", USER_AGENT)] + self.profile.headers(item.body, item.key, self.creds)
         policy = self.retry
         started = self.env.monotonic()
         attempts = 0
         while True:
             attempts += 1
-            self.out.request("POST", url, headers, item.body)
-            response: Optional[Response] = None
-            failure: Optional[IotPostError] = None
+            self.out.request("POST", self.transport.target.url, headers, item.body)
             try:
                 response = self.transport.send("POST", self.path, headers, item.body)
-            except TransientError as exc:
-                failure = exc
-            except IotPostError as exc:  # TLS verification, bad URL: no retry can help
-                self._finish(item, seq, attempts, None, exc.message, ok=False)
-                self.spool.release(item, exc.message, attempts)
-                self._fail(exc, stop=True)
-                return
-            retry_after = None
-            if response is not None:
-                self.out.response(response.status, response.reason, response.headers)
-                code = for_http_status(response.status)
-                message = short_message(response.body, redact=self._redact) or response.reason
-                if code is ExitStatus.OK:
-                    self.spool.ack(item)
-                    self._finish(item, seq, attempts, response, message, ok=True)
-                    return
-                if code is not ExitStatus.TEMPFAIL:
-                    self._finish(item, seq, attempts, response, message, ok=False)
-                    err = error_for_response(response.status, response.reason, message, url, seq,
-                                             response.headers.get("location"))
-                    if is_payload_rejected(response.status):
-                        self.spool.dead_letter(item, response.status, message, self.env.wall())
-                    else:
-                        self.spool.release(item, message, attempts)
-                    self._fail(err, stop=True)
-                    return
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
-                why = "%d %s" % (response.status, message)
+            except IotPostError as exc:
+                if exc.exit_code is not ExitStatus.TEMPFAIL:  # TLS verification, bad URL: no retry helps
+                    return self._settle(item, seq, attempts, None, exc.message, exc)
+                response, error, message, retry_after = None, exc, exc.message, None
             else:
-                why = failure.message if failure else "failed"
+                self.out.response(response.status, response.reason, response.headers)
+                message = short_message(response.body, redact=self._redact) or response.reason
+                error = self._error_for(response, message, seq)
+                if error is None or error.exit_code is not ExitStatus.TEMPFAIL:
+                    return self._settle(item, seq, attempts, response, message, error)
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
             if delay is None:
-                self._finish(item, seq, attempts, response, why if response is None else short_message(
-                    response.body, redact=self._redact) or response.reason, ok=False)
-                self.spool.release(item, why, attempts)
-                if response is not None:
-                    final = error_for_response(response.status, response.reason, short_message(response.body, redact=self._redact),
-                                               url, seq)
-                else:
-                    final = failure or TransientError(why)
-                self._fail(final, stop=False)
-                self._link_down = True
+                self._settle(item, seq, attempts, response, message, error)
+                self._link_down = True  # stop draining this tick: the next payload would fail alike
                 return
             self.retries += 1
+            why = message if response is None else "%d %s" % (response.status, message)
             self.out.retrying(seq, why, delay, attempts + 1, attempts + policy.total)
             self.env.sleep(delay)
             policy = policy.increment()
+
+    def _error_for(self, response: Response, message: str, seq: int) -> Optional[IotPostError]:
+        if 200 <= response.status < 300:
+            return None
+        return error_for_response(response.status, response.reason, message, self.transport.target.url, seq,
+                                  response.headers.get("location"), self.profile.auth_hint)
+
+    def _settle(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
+                error: Optional[IotPostError]) -> None:
+        """Record the outcome and move the payload: delivered, dead letter, or back for later."""
+        self._finish(item, seq, attempts, response, message, ok=error is None)
+        if error is None:
+            self.spool.ack(item)
+            return
+        if response is not None and is_payload_rejected(response.status):
+            self.spool.dead_letter(item, response.status, message, self.env.wall())
+        else:
+            self.spool.release(item, message, attempts)
+        self._fail(error, stop=error.exit_code is not ExitStatus.TEMPFAIL)
 
     def _finish(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 ok: bool) -> None:

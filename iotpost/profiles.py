@@ -42,6 +42,8 @@ class Profile(NamedTuple):
     endpoint: str
     auth: Callable[[bytes, Credentials], Headers]
     content_type: str = "application/json"
+    # What to check when the platform answers 401/403: the credential differs per platform.
+    auth_hint: str = "check the credentials"
 
     def headers(self, body: bytes, idempotency_key: str, creds: Credentials) -> Headers:
         """Every header a send carries; the same key on every attempt of one payload."""
@@ -68,8 +70,12 @@ def _tlink_auth(body: bytes, creds: Credentials) -> Headers:
     return [("X-TLink-Signature", tlink_signature(body, creds.hmac_secret))]
 
 
-TESAIOT = Profile("tesaiot", "/api/v1/telemetry", _api_key_header("X-API-KEY"))
-TLINK = Profile("tlink", "/api/webhooks/tlink", _tlink_auth)
+TESAIOT = Profile("tesaiot", "/api/v1/telemetry", _api_key_header("X-API-KEY"),
+                  auth_hint="check api_key.txt and device_id.txt: are they this device's current pair? "
+                  "download the bundle again if the key was rotated")
+TLINK = Profile("tlink", "/api/webhooks/tlink", _tlink_auth,
+                auth_hint="check --secret-file / TLINK_WEBHOOK_SECRET: it must be the webhook's shared "
+                "secret (a webhook that checks signatures rejects unsigned pushes)")
 PROFILES = {p.name: p for p in (TESAIOT, TLINK)}
 
 # Header names whose values are secrets and are always shown redacted.

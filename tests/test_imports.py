@@ -45,7 +45,9 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 
 class ImportTests(unittest.TestCase):
     def test_everything_imports_only_the_standard_library(self):
-        proc = subprocess.run([sys.executable, "-c", _PROBE, str(PROJECT_ROOT)], capture_output=True, text=True,
+        # -S: no site-packages on the path at all (a .pth there may import things of its own), so a
+        # third-party import of ours fails outright, and anything else loaded must be stdlib or ours.
+        proc = subprocess.run([sys.executable, "-S", "-c", _PROBE, str(PROJECT_ROOT)], capture_output=True, text=True,
                               cwd=str(PROJECT_ROOT), env=cli_env(), timeout=60)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(json.loads(proc.stdout), [])
