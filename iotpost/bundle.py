@@ -13,9 +13,8 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from .errors import ConfigError, CredentialMissing
 
@@ -30,16 +29,19 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _DOWNLOAD_HINT = "download the Server-TLS bundle for this device from the platform again"
 
 
-@dataclass(frozen=True)
-class Bundle:
+class Bundle(NamedTuple):
     """What a credential bundle holds. ``api_key`` is kept out of repr so it never lands in a log."""
 
     certs_dir: Path
     device_id: str
-    api_key: str = field(repr=False)
+    api_key: str
     ca_file: Path
     base_url: str
     warnings: Tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return "Bundle(certs_dir=%r, device_id=%r, api_key=<redacted>, ca_file=%r, base_url=%r)" % (
+            self.certs_dir, self.device_id, self.ca_file, self.base_url)
 
 
 def default_certs_dir(script_dir: Path, environ: Optional[dict] = None) -> Path:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Union
+from typing import Callable, Iterable, List, NamedTuple, Optional, Union
 
 from .environment import Environment, SimulatedClock
 from .errors import InputDataError, Interrupted, UsageError
@@ -24,14 +23,13 @@ from .output import Reporter
 from .payloads import new_idempotency_key
 from .profiles import Credentials, Profile
 from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
-from .spool import SPOOL_ENV, MemorySpool
 from .target import Target
 
+SPOOL_ENV = "IOTPOST_SPOOL"
 Bodies = Iterable[Union[bytes, InputDataError]]
 
 
-@dataclass(frozen=True)
-class CommonSettings:
+class CommonSettings(NamedTuple):
     timeout: float
     interval: float
     count: int
@@ -225,6 +223,8 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         for warning in spool.warnings:
             reporter.warn(warning, loud=True)
     else:
+        from .spool import MemorySpool
+
         spool = MemorySpool()
     transport = Transport(target, ssl_context_factory() if target.scheme == "https" else None,
                           s.timeout, cafile=ca_file)

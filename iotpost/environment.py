@@ -8,24 +8,29 @@ from __future__ import annotations
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import IO, Callable, Optional
 
 
-@dataclass
 class Environment:
-    stdin: Optional[IO[str]] = None
-    stdout: Optional[IO[str]] = None
-    stderr: Optional[IO[str]] = None
-    monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep
-    rand: Callable[[], float] = field(default_factory=lambda: random.Random().random)
+    """Plain attributes, set once; a class rather than a dataclass to keep start-up lean."""
 
-    def __post_init__(self) -> None:
-        self.stdin = self.stdin or sys.stdin
-        self.stdout = self.stdout or sys.stdout
-        self.stderr = self.stderr or sys.stderr
+    def __init__(
+        self,
+        stdin: Optional[IO[str]] = None,
+        stdout: Optional[IO[str]] = None,
+        stderr: Optional[IO[str]] = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Optional[Callable[[], float]] = None,
+    ) -> None:
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.monotonic = monotonic
+        self.wall = wall
+        self.sleep = sleep
+        self.rand = rand or random.Random().random
 
 
 class SimulatedClock:

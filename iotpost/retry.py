@@ -14,15 +14,13 @@ caller's, so tests never wait.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_RETRY_TIME = 60.0
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     total: int = DEFAULT_RETRIES  # retries left (attempts = total + 1)
     backoff_base: float = 0.5  # first backoff, seconds
     backoff_max: float = 30.0  # cap on one exponential backoff
@@ -31,7 +29,7 @@ class RetryPolicy:
     attempt: int = 1  # the attempt about to be made (1-based)
 
     def increment(self) -> "RetryPolicy":
-        return replace(self, total=self.total - 1, attempt=self.attempt + 1)
+        return self._replace(total=self.total - 1, attempt=self.attempt + 1)
 
     @property
     def exhausted(self) -> bool:

@@ -24,7 +24,6 @@ from typing import Dict, Iterator, List, NamedTuple, Optional
 
 from .errors import ConfigError, SpoolFull
 
-SPOOL_ENV = "IOTPOST_SPOOL"
 DEFAULT_LEASE = 600.0
 
 

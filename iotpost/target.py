@@ -8,7 +8,6 @@ must never cross a network in clear text, but a developer's local server may lac
 
 from __future__ import annotations
 
-import ipaddress
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -38,6 +37,8 @@ def is_loopback(host: str) -> bool:
     """True for names and addresses that cannot leave this machine."""
     if host.lower() in _LOOPBACK_NAMES:
         return True
+    import ipaddress  # only asked for http:// URLs
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Union
 
 from . import __version__
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
@@ -32,8 +31,7 @@ PROG = "post_https_sample.py"
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class TesaSettings:
+class TesaSettings(NamedTuple):
     certs_dir: Path
     base_url: Optional[str]
     endpoint: str

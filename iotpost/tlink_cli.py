@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from . import __version__
 from .bundle import CA_FILE, default_certs_dir
@@ -35,8 +34,7 @@ URL_ENV = "TLINK_WEBHOOK_URL"
 SECRET_ENV = "TLINK_WEBHOOK_SECRET"
 
 
-@dataclass(frozen=True)
-class TlinkSettings:
+class TlinkSettings(NamedTuple):
     url: str
     ca_file: Path
     secret_file: Optional[Path]
