@@ -98,9 +98,17 @@ class HappyPathTests(SenderTestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertNoSecret(proc)
         self.assertIn("X-API-KEY: [REDACTED]", proc.stderr)
-        ports = {r.client_port for r in twin.requests} if hasattr(twin.requests[0], "client_port") else None
-        if ports is not None:
-            self.assertEqual(len(ports), 1)
+        self.assertEqual(len(twin.requests), 4)
+        self.assertEqual(len({r.client_port for r in twin.requests}), 1)  # one connection, one handshake
+
+    def test_connection_closed_while_idle_is_reopened_without_counting_a_retry(self):
+        twin = self.twin(handler_timeout=0.3)  # the twin drops idle keep-alive connections after 0.3 s
+        proc = self.send(self.bundle(twin), "--count", "2", "--interval", "0.8", "--json", "--retries", "0")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        summary = json.loads(proc.stdout.splitlines()[-1])
+        self.assertEqual(summary["retries"], 0)
+        self.assertEqual(len(twin.requests), 2)
+        self.assertEqual(len({r.client_port for r in twin.requests}), 2)
 
     def test_json_output_is_json_lines_with_a_summary(self):
         twin = self.twin()

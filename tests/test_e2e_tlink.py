@@ -107,12 +107,33 @@ class TlinkSendTests(TlinkTestCase):
         proc = self.push(twin, "--secret-file", wrong)
         self.assertEqual(proc.returncode, 77, proc.stderr)
         self.assertEqual(len(self.posts(twin)), 1)
+        self.assertEqual(twin.store.count_tlink_readings(), 0)
+        self.assertIn("--secret-file", proc.stderr)
         self.assertNotIn("not-the-secret", proc.stdout + proc.stderr)
 
     def test_missing_signature_is_77(self):
         twin = self.twin()
         proc = self.push(twin)
         self.assertEqual(proc.returncode, 77, proc.stderr)
+        self.assertEqual(twin.store.count_tlink_readings(), 0)
+
+    def test_tampered_body_is_rejected_and_nothing_stored(self):
+        import http.client
+        import ssl
+
+        twin = self.twin()
+        body = b'{"deviceId": 1, "deviceUserid": 2, "sensorsDates": [{"sensorsId": 3, "value": "1.0"}]}'
+        signature = sign(body)
+        tampered = body.replace(b'"1.0"', b'"9.0"')
+        ctx = ssl.create_default_context(cafile=str(CERTDATA / "ca.pem"))
+        conn = http.client.HTTPSConnection("localhost", twin.port, context=ctx, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/api/webhooks/tlink", body=tampered,
+                     headers={"Content-Type": "application/json", "X-TLink-Signature": signature})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 401)
+        self.assertEqual(json.loads(resp.read()), {"error": "Invalid webhook signature"})
+        self.assertEqual(twin.store.count_tlink_readings(), 0)
 
     def test_duplicate_push_stores_nothing_new(self):
         twin = self.twin()
@@ -143,9 +164,8 @@ class TlinkSendTests(TlinkTestCase):
         self.assertEqual([r.body for r in seen], lines)
         for r in seen:
             self.assertEqual(r.headers["x-tlink-signature"], sign(r.body))
-        history = twin.store.tlink_history(385, 2864) if hasattr(twin.store, "tlink_history") else None
-        if history is not None:
-            self.assertEqual(len(history), 2)
+        history = twin.store.tlink_history(385, 2864)
+        self.assertEqual(sorted(h["value"] if isinstance(h, dict) else h.value for h in history), ["5.0", "6.0"])
 
     def test_replay_from_stdin(self):
         twin = self.twin(secret=None)
