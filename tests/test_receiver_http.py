@@ -255,13 +255,14 @@ class TelemetryPostTest(TwinTestCase):
         self.assertEqual(len({r.client_port for r in self.twin.requests}), 1)
         self.assertEqual(self.twin.store.count_telemetry(), 5)
 
-    def test_keep_alive_is_fast(self):
+    def test_keep_alive_answers_are_not_held_back_by_nagle(self):
+        # Nagle + delayed ACK would stall each keep-alive answer ~40 ms (bench/bench_keepalive.py
+        # measures it); the handler must turn Nagle off on every connection it serves.
+        from iotpost.receiver.server import TwinRequestHandler
+
+        self.assertTrue(TwinRequestHandler.disable_nagle_algorithm)
         self.post(payload())
-        started = time.monotonic()
-        for _ in range(10):
-            self.post(payload())
-        # Nagle + delayed ACK would cost ~40 ms per answer.
-        self.assertLess(time.monotonic() - started, 0.35)
+        self.assertEqual(self.twin.connections_accepted, 1)
 
     def test_handler_error_then_next_request_fine(self):
         from iotpost.receiver import FaultPlan
@@ -437,9 +438,9 @@ class TlsTest(TwinTestCase):
     def test_stalled_handshake_does_not_block_others(self):
         idle = socket.create_connection(("127.0.0.1", self.twin.port), timeout=5)
         self.addCleanup(idle.close)
-        started = time.monotonic()
+        # The idle client holds its handshake for the twin's whole handler timeout (10 s); the
+        # second client's 5 s timeout would expire if that blocked the accept loop.
         self.assertEqual(request_json(self.connect(self.twin), "GET", "/health")[0], 200)
-        self.assertLess(time.monotonic() - started, 1.0)
 
     def test_tls_1_1_refused(self):
         context = client_context()
@@ -493,10 +494,11 @@ class LifeCycleTest(TwinTestCase):
         port = twin.port
         idle = self.connect(twin)
         request_json(idle, "GET", "/health")
-        started = time.monotonic()
-        twin.stop()
-        twin.stop()
-        self.assertLess(time.monotonic() - started, 1.0)
+        # stop() must cut the idle keep-alive connection, not wait out its 10 s handler timeout.
+        stopper = threading.Thread(target=lambda: (twin.stop(), twin.stop()))
+        stopper.start()
+        stopper.join(timeout=5)
+        self.assertFalse(stopper.is_alive())
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         with twin:
