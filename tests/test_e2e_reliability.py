@@ -199,7 +199,7 @@ class SpoolTests(SenderTestCase):
         self.assertEqual(proc.returncode, 75)
         self.assertEqual(len(keys_in_spool(spool)), 40)
         twin.come_back()
-        twin.faults = FaultPlan.random(rate=1.0, kinds=("delay",), delay=0.02, seed=1)  # make the runs overlap
+        twin.faults = FaultPlan.random(rate=1.0, kinds=("delay",), delay=0.05, seed=1)  # ~2 s: the runs overlap
         bundle = self.bundle(twin, name="b2")
         runs = [start_cli(SENDER, "--certs-dir", bundle, "--flush-spool", "--spool", spool, "--json")
                 for _ in range(2)]

@@ -1,4 +1,5 @@
-"""The twin over real TLS on 127.0.0.1: every status, keep-alive, TLS failures, go_down/come_back, CLI.
+"""The twin over real TLS on 127.0.0.1: every status, keep-alive, TLS failures, go_down/come_back, CLI;
+and the route functions it serves, called without any socket.
 
 Usage: python -m unittest tests.test_receiver_http
 """
@@ -415,6 +416,76 @@ class TlinkWebhookTest(TwinTestCase):
                              ("/api/users/385/devices/2864/history?limit=0", 400)):
             with self.subTest(path):
                 self.assertEqual(request_json(self.conn, "GET", path)[0], status)
+
+
+class RoutesWithoutSocketsTest(unittest.TestCase):
+    """The route functions and dispatch() answer from an in-memory store, with no server at all."""
+
+    def setUp(self):
+        from iotpost.receiver.store import TelemetryStore
+
+        self.store = TelemetryStore(":memory:")
+        self.addCleanup(self.store.close)
+        self.store.register_device(TEST_DEVICE_ID, TEST_API_KEY)
+
+    def dispatch(self, method, target, body=b"", headers=None, tlink_secret=None):
+        from iotpost.receiver.routes import dispatch
+
+        return dispatch(method, target, body=body, headers=headers or {}, store=self.store,
+                        tlink_secret=tlink_secret)
+
+    def test_not_found_and_method_not_allowed(self):
+        reply = self.dispatch("GET", "/nope")
+        self.assertEqual((reply.status, reply.body), (404, {"error": "Not found", "code": "NOT_FOUND"}))
+        reply = self.dispatch("GET", "/api/v1/telemetry?x=1")
+        self.assertEqual((reply.status, reply.body["code"], reply.headers), (405, "METHOD_NOT_ALLOWED",
+                                                                             {"Allow": "POST"}))
+
+    def test_post_telemetry_then_read_back(self):
+        from iotpost.receiver import tesaiot_api
+        from iotpost.receiver.api_request import ApiRequest
+
+        headers = dict(AUTH, **{"Content-Type": "application/json", "Idempotency-Key": "k-1"})
+        body = encode(payload())
+        first = tesaiot_api.post_telemetry(ApiRequest(self.store, headers, body))
+        self.assertEqual((first.status, first.headers), (200, {}))
+        again = tesaiot_api.post_telemetry(ApiRequest(self.store, headers, body))
+        self.assertEqual((again.status, again.body, again.headers), (200, first.body, {"Idempotent-Replayed": "true"}))
+        self.assertEqual(self.store.count_telemetry(), 1)
+        reply = self.dispatch("GET", "/api/v1/telemetry/%s/latest" % TEST_DEVICE_ID, headers=AUTH)
+        self.assertEqual((reply.status, reply.body["telemetry"]["data"]), (200, payload()["data"]))
+        reply = self.dispatch("GET", "/api/v1/telemetry/%s?limit=0" % TEST_DEVICE_ID, headers=AUTH)
+        self.assertEqual((reply.status, reply.body["code"]), (400, "VALIDATION_ERROR"))
+        reply = self.dispatch("GET", "/api/v1/telemetry/%s" % OTHER_DEVICE_ID, headers=AUTH)
+        self.assertEqual((reply.status, reply.body), (403, {"error": "Forbidden: device mismatch"}))
+
+    def test_tlink_webhook_and_read_back(self):
+        from iotpost.receiver import tlink_api
+        from iotpost.receiver.api_request import ApiRequest
+
+        raw = encode(TLINK_PUSH)
+        unsigned = tlink_api.post_webhook(ApiRequest(self.store, {}, raw, tlink_secret=SECRET))
+        self.assertEqual((unsigned.status, unsigned.body), (401, {"error": "Invalid webhook signature"}))
+        signed = self.dispatch("POST", "/api/webhooks/tlink", raw, {"X-TLink-Signature": sign(raw)}, SECRET)
+        self.assertEqual((signed.status, signed.body), (200, {"status": "ok", "storedReadings": 1}))
+        reply = self.dispatch("GET", "/api/users/385/devices/2864/history?limit=1&limit=5")
+        self.assertEqual((reply.status, reply.body["count"], reply.body["deviceId"]), (200, 1, 2864))
+        reply = self.dispatch("GET", "/api/users/385/devices/1/latest")
+        self.assertEqual((reply.status, reply.body), (404, {"error": "Device not found"}))
+
+    def test_query_readers(self):
+        from iotpost.receiver.api_request import media_type, query_int, query_text
+
+        query = {"limit": ["5", " 7 "], "big": ["5000"], "zero": ["0"], "word": ["x"], "name": ["a", "b"]}
+        self.assertEqual(query_int(query, "limit", 100, 1, 1000), 7)  # the last one wins
+        self.assertEqual(query_int(query, "big", 100, 1, 1000), 1000)  # clamped, not refused
+        self.assertEqual(query_int(query, "absent", 100, 1, 1000), 100)
+        for name in ("zero", "word"):
+            with self.subTest(name), self.assertRaises(ValueError):
+                query_int(query, name, 100, 1, 1000)
+        self.assertEqual((query_text(query, "name"), query_text(query, "absent")), ("b", None))
+        self.assertEqual(media_type(" Application/JSON ; charset=utf-8"), "application/json")
+        self.assertEqual(media_type(None), "")
 
 
 class TlsTest(TwinTestCase):

@@ -9,7 +9,8 @@ Senders never import this package: it pulls in http.server and sqlite3.
 from __future__ import annotations
 
 from .faults import FAULT_KINDS, FaultPlan
-from .server import SeenRequest, SeenRequests, TwinServer, read_bundle_device, start_twin
+from .request_log import SeenRequest, SeenRequests
+from .server import TwinServer, read_bundle_device, start_twin
 from .store import IdempotencyKeyReused, StoreResult, TelemetryRecord, TelemetryStore
 
 __all__ = [

@@ -4,600 +4,41 @@ Usage: ``with start_twin(certfile=cert, keyfile=key, devices={dev: key}) as twin
 
 http.server's ThreadingHTTPServer (daemon threads) over the sqlite3 ``TelemetryStore``. TLS
 handshakes happen in each connection's own thread, so a slow or hostile client never blocks the
-accept loop; a failed handshake only increments ``tls_failures``. Every request is recorded in
-``requests`` before anything else happens to it, then a ``FaultPlan`` may spoil the answer (POSTs
-only). An exception in a handler is answered with 500 and the server carries on.
-
-Routes: POST /api/v1/telemetry; GET /api/v1/telemetry/{device_id}[/latest]; GET /health;
-POST /api/webhooks/tlink; GET /api/users/{userId}/devices[/{deviceId}/latest|/history].
-The TLINK read-back routes take no credentials, like the reference receiver they copy.
+accept loop; a failed handshake only increments ``tls_failures``. What happens to each request is
+``handler.TwinRequestHandler``'s business; which function answers it, ``routes``'. This module
+owns the listening socket, the connections and the twin's life cycle (go_down, come_back, stop).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import hmac
 import http.server
-import io
-import json
-import re
 import selectors
 import socket
 import socketserver
 import ssl
-import struct
 import threading
-import time
 import traceback
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import IO, Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from .. import __version__
-from .faults import FaultPlan, status_fault
-from .store import IdempotencyKeyReused, TelemetryStore, parse_iso8601, parse_start_time
-from .tlink_store import id_out, parse_tlink_time, validate_tlink_push
+from .api_request import DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, media_type
+from .faults import FaultPlan
+from .handler import InjectedFault, TwinRequestHandler
+from .replies import INVALID_API_KEY, PROCESSING_ERROR, Json, Reply
+from .request_log import SeenRequest, SeenRequests
+from .routes import ROUTES
+from .store import TelemetryStore
+from .tesaiot_api import MAX_IDEMPOTENCY_KEY, validate_telemetry
 
-Json = Dict[str, Any]
-PathLike = Union[str, Path]
-
-PROCESSING_ERROR = {"error": "Failed to process telemetry data", "code": "PROCESSING_ERROR"}
-INVALID_API_KEY = {"error": "Invalid API key", "code": "INVALID_API_KEY"}
-MAX_IDEMPOTENCY_KEY = 255
-DEFAULT_HISTORY_LIMIT = 100
-MAX_HISTORY_LIMIT = 1000
-_LINGER_SECONDS = 2.0  # how long to drain an unread body after an early answer (413, 411)
-_LINGER_BYTES = 64 * 1024 * 1024  # ...and how much of it, at most (read and dropped, never kept)
-_MALFORMED = b"\x00\x17garbage: this is not an HTTP response\r\n\r\n"
-
-
-class SeenRequest(NamedTuple):
-    """One request as it arrived, recorded before faults or processing touch it."""
-
-    method: str
-    path: str  # the request target, query string included
-    headers: Dict[str, str]  # lower-case names; repeated headers joined with ", "
-    body: bytes
-    received_at: float  # time.monotonic()
-    wall_time: float  # time.time()
-    client_port: int = 0  # the client's source port: one value per kept-alive connection
-
-    def json(self) -> Any:
-        """The body parsed as JSON (tests)."""
-        return json.loads(self.body.decode("utf-8"))
-
-
-class SeenRequests:
-    """The thread-safe list of requests a twin received, in arrival order.
-
-    ``limit`` keeps only the newest N (a long-running receiver.py must not grow forever);
-    ``total`` counts every request ever recorded.
-    """
-
-    def __init__(self, limit: Optional[int] = None) -> None:
-        self._items: List[SeenRequest] = []
-        self._cond = threading.Condition()
-        self.limit = limit
-        self.total = 0
-
-    def append(self, item: SeenRequest) -> None:
-        with self._cond:
-            self._items.append(item)
-            self.total += 1
-            if self.limit is not None and len(self._items) > self.limit:
-                del self._items[: len(self._items) - self.limit]
-            self._cond.notify_all()
-
-    def snapshot(self) -> List[SeenRequest]:
-        """A copy, safe to iterate while requests keep arriving."""
-        with self._cond:
-            return list(self._items)
-
-    def clear(self) -> None:
-        """Forget what was seen (``total`` restarts too)."""
-        with self._cond:
-            del self._items[:]
-            self.total = 0
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
-        """Block until at least ``count`` requests were seen in all (False on timeout)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.total >= count, timeout)
-
-    def for_path(self, path: str, method: Optional[str] = None) -> List[SeenRequest]:
-        """Requests whose path (without query) is ``path``."""
-        return [r for r in self.snapshot()
-                if r.path.split("?", 1)[0] == path and (method is None or r.method == method)]
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-    def __iter__(self) -> Iterator[SeenRequest]:
-        return iter(self.snapshot())
-
-    def __eq__(self, other: object) -> bool:
-        """Compares with a list too, so a test can say ``twin.requests == []``."""
-        if isinstance(other, SeenRequests):
-            other = other.snapshot()
-        if isinstance(other, (list, tuple)):
-            return self.snapshot() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __getitem__(self, index: Any) -> Any:
-        with self._cond:
-            return self._items[index]
-
-    def __repr__(self) -> str:
-        return "SeenRequests(%d)" % len(self)
-
-
-class Reply(NamedTuple):
-    status: int
-    body: Json
-    headers: Dict[str, str] = {}
-
-
-class InjectedFault(RuntimeError):
-    """Raised inside a handler by the "error" fault, to exercise the 500 path."""
-
-
-class _ClientGone(Exception):
-    """The client closed or stalled mid-request: nothing to answer."""
-
-
-def _error(status: int, message: str, code: Optional[str] = None, **headers: str) -> Reply:
-    body: Json = {"error": message}
-    if code is not None:
-        body["code"] = code
-    return Reply(status, body, dict(headers))
-
-
-def _validation(message: str) -> Reply:
-    return _error(400, message, "VALIDATION_ERROR")
-
-
-def media_type(content_type: Optional[str]) -> str:
-    """``application/json; charset=utf-8`` -> ``application/json``."""
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def validate_telemetry(payload: Json) -> Optional[str]:
-    """Why a TESAIoT payload is invalid (400 VALIDATION_ERROR), or None."""
-    device_id = payload.get("device_id")
-    if device_id is None or device_id == "":
-        return "device_id is required"
-    if not isinstance(device_id, str):
-        return "device_id must be a string"
-    data = payload.get("data")
-    if data is None:
-        return "data is required"
-    if not isinstance(data, dict):
-        return "data must be an object"
-    if not data:
-        return "data must not be empty"
-    stamp = payload.get("timestamp")
-    if stamp is not None:
-        try:
-            if not isinstance(stamp, str):
-                raise ValueError(stamp)
-            parse_iso8601(stamp)
-        except ValueError:
-            return "timestamp must be ISO 8601, like 2025-01-31T12:00:00Z"
-    return None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError("%s is not JSON" % name)
-
-
-def _parse_json_body(body: bytes) -> Any:
-    """Strict JSON from UTF-8 bytes (no NaN/Infinity); raises ValueError."""
-    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-
-
-class _Route(NamedTuple):
-    pattern: "re.Pattern[str]"
-    methods: Dict[str, str]  # method -> handler method name
-
-
-def _route(pattern: str, **methods: str) -> _Route:
-    return _Route(re.compile("^" + pattern + "$"), methods)
-
-
-_SEGMENT = r"([^/]+)"
-ROUTES = [
-    _route("/health", GET="_get_health"),
-    _route("/api/v1/telemetry", POST="_post_telemetry"),
-    _route("/api/v1/telemetry/%s/latest" % _SEGMENT, GET="_get_latest"),
-    _route("/api/v1/telemetry/%s" % _SEGMENT, GET="_get_history"),
-    _route("/api/webhooks/tlink", POST="_post_tlink"),
-    _route("/api/users/%s/devices" % _SEGMENT, GET="_get_tlink_devices"),
-    _route("/api/users/%s/devices/%s/latest" % (_SEGMENT, _SEGMENT), GET="_get_tlink_latest"),
-    _route("/api/users/%s/devices/%s/history" % (_SEGMENT, _SEGMENT), GET="_get_tlink_history"),
+# Names that lived here before the twin was split into modules; importing them from here still works.
+__all__ = [
+    "DEFAULT_HISTORY_LIMIT", "INVALID_API_KEY", "InjectedFault", "Json", "MAX_HISTORY_LIMIT",
+    "MAX_IDEMPOTENCY_KEY", "PROCESSING_ERROR", "PathLike", "ROUTES", "Reply", "SeenRequest",
+    "SeenRequests", "TwinRequestHandler", "TwinServer", "build_server_context", "media_type",
+    "read_bundle_device", "start_twin", "validate_telemetry",
 ]
 
-
-def _int_param(query: Dict[str, List[str]], name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter; below ``low`` or not a number is an error, above ``high`` is clamped."""
-    values = query.get(name)
-    if not values:
-        return default
-    text = values[-1].strip()
-    if not re.match(r"^\d+$", text, re.ASCII) or int(text) < low:
-        raise ValueError("%s must be an integer >= %d" % (name, low))
-    return min(int(text), high)
-
-
-def _param(query: Dict[str, List[str]], name: str) -> Optional[str]:
-    values = query.get(name)
-    return values[-1] if values else None
-
-
-class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
-    """One connection's requests; the twin's state lives on ``self.server.twin``."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive, as the senders reuse one connection
-    disable_nagle_algorithm = True  # otherwise delayed ACK stalls each kept-alive answer ~40 ms
-    server_version = "iotpost-twin/" + __version__
-    sys_version = ""
-    default_request_version = "HTTP/1.1"  # so even an unparseable request gets a status line
-    server: "_TwinHTTPServer"
-
-    def setup(self) -> None:
-        self.timeout = self.server.twin.handler_timeout
-        super().setup()
-
-    # -- HTTP methods: every one goes through _serve, so unknown paths get JSON 404/405 ----------
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_OPTIONS(self) -> None:
-        self._serve()
-
-    # -- quiet logging ---------------------------------------------------------------------
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
-        self.server.twin.log("%s - %s" % (self.address_string(), format % args))
-
-    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
-        """The base class's errors (bad request line, 414, 431, 501...) as JSON too."""
-        short = self.responses.get(code, ("Error",))[0]
-        self.close_connection = True
-        try:
-            self.wfile.write(self._render(Reply(code, {"error": message or short}, {"Connection": "close"})))
-        except OSError:
-            pass
-
-    # -- the request cycle -----------------------------------------------------------------
-
-    def _serve(self) -> None:
-        twin = self.server.twin
-        try:
-            body, early = self._read_body()
-        except (OSError, _ClientGone):
-            self.close_connection = True
-            return
-        twin.requests.append(SeenRequest(self.command, self.path, self._header_dict(), body, time.monotonic(),
-                                         time.time(), self.client_address[1]))
-        if early is not None:
-            self._deliver(self._render(early), None)
-            self._lingering_close()
-            return
-        plan = twin.faults
-        fault = plan.draw() if (plan is not None and self.command == "POST") else None
-        try:
-            reply = self._answer(body, fault, plan)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception:  # the receiver survives its handlers: log, answer 500, keep serving
-            twin.log("error handling %s %s:\n%s" % (self.command, self.path, traceback.format_exc()))
-            reply = Reply(500, PROCESSING_ERROR)
-        if reply is not None:
-            self._deliver(self._render(reply), fault)
-
-    def _read_body(self) -> Tuple[bytes, Optional[Reply]]:
-        """The body by Content-Length, or an early answer when we must not read it."""
-        length = self.headers.get("Content-Length")
-        if length is None:
-            if self.headers.get("Transfer-Encoding") is not None or self.command in ("POST", "PUT", "PATCH"):
-                return b"", _error(411, "Content-Length required", "LENGTH_REQUIRED", Connection="close")
-            return b"", None
-        if not re.match(r"^\d+$", length.strip(), re.ASCII):
-            return b"", _error(400, "Invalid Content-Length", "BAD_REQUEST", Connection="close")
-        size = int(length.strip())
-        if size > self.server.twin.max_body:
-            return b"", _error(413, "Payload too large", "PAYLOAD_TOO_LARGE", Connection="close")
-        body = self.rfile.read(size) if size else b""
-        if len(body) < size:
-            raise _ClientGone()
-        return body, None
-
-    def _header_dict(self) -> Dict[str, str]:
-        headers: Dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            headers[key] = headers[key] + ", " + value if key in headers else value
-        return headers
-
-    def _answer(self, body: bytes, fault: Optional[str], plan: Optional[FaultPlan]) -> Optional[Reply]:
-        """Apply a before-processing fault, or route the request."""
-        status = status_fault(fault)
-        if plan is not None and status is not None:
-            retry = str(plan.retry_after)
-            if status == 503:
-                return _error(503, "Service temporarily unavailable", "SERVICE_UNAVAILABLE",
-                              **{"Retry-After": retry})
-            if status == 429:
-                reply = _error(429, "Rate limit exceeded", "RATE_LIMITED", **{"Retry-After": retry})
-                reply.body["retry_after"] = int(retry) if retry.isdigit() else retry
-                return reply
-            if status == 500:
-                return Reply(500, dict(PROCESSING_ERROR))
-            phrase = self.responses.get(status, ("Injected fault",))[0]
-            return _error(status, "%s (injected fault)" % phrase, "INJECTED_FAULT")
-        if fault == "error":
-            raise InjectedFault("injected fault: error")
-        if fault == "drop":
-            self._abort()
-            return None
-        if plan is not None and fault == "delay":
-            self.server.twin.pause(plan.delay)
-        return self._route(body)
-
-    def _route(self, body: bytes) -> Reply:
-        split = urlsplit(self.path)
-        path = split.path
-        for route in ROUTES:
-            match = route.pattern.match(path)
-            if match is None:
-                continue
-            name = route.methods.get(self.command)
-            if name is None:
-                allow = ", ".join(sorted(route.methods))
-                return _error(405, "Method not allowed", "METHOD_NOT_ALLOWED", Allow=allow)
-            args = [unquote(g) for g in match.groups()]
-            query = parse_qs(split.query, keep_blank_values=False)
-            return getattr(self, name)(body, query, *args)
-        return _error(404, "Not found", "NOT_FOUND")
-
-    # -- response writing ------------------------------------------------------------------
-
-    def _render(self, reply: Reply) -> bytes:
-        """The whole response as bytes (one write, and faults can spoil it afterwards)."""
-        body = json.dumps(reply.body).encode("utf-8")
-        real, buffer = self.wfile, io.BytesIO()
-        self.wfile = buffer  # send_response/end_headers write here, through public API only
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                buffer.write(body)
-        finally:
-            self.wfile = real
-        return buffer.getvalue()
-
-    def _deliver(self, data: bytes, fault: Optional[str]) -> None:
-        """Write the response, or lose it the way ``fault`` says."""
-        twin = self.server.twin
-        try:
-            if fault == "reset":
-                self._abort()
-            elif fault == "empty":
-                self.close_connection = True
-            elif fault == "malformed":
-                self.close_connection = True
-                self.wfile.write(_MALFORMED)
-            elif fault == "dribble":
-                plan = twin.faults
-                seconds = plan.dribble_seconds if plan is not None else 0.5
-                pieces = max(1, min(len(data), 16))
-                step = -(-len(data) // pieces)
-                for start in range(0, len(data), step):
-                    self.wfile.write(data[start:start + step])
-                    if twin.pause(seconds / pieces):
-                        break
-            else:
-                self.wfile.write(data)
-        except OSError:
-            self.close_connection = True
-
-    def _abort(self) -> None:
-        """Reset the connection (SO_LINGER 0): the client gets ECONNRESET and no answer."""
-        self.close_connection = True
-        connection = self.connection
-        try:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        self.rfile.close()  # the socket only really closes once its makefile() readers are gone
-        connection.close()
-
-    def _lingering_close(self) -> None:
-        """After an early answer, read and drop what the client still sends, then close.
-
-        Closing with unread data makes the kernel send RST, and the client may lose our 413
-        before reading it; draining briefly (never storing) lets it read the answer first.
-        """
-        self.close_connection = True
-        connection = self.connection
-        budget = max(16 * self.server.twin.max_body, _LINGER_BYTES)
-        deadline = time.monotonic() + _LINGER_SECONDS
-        try:
-            socket.socket.shutdown(connection, socket.SHUT_WR)  # raw FIN; leaves the TLS object alone
-            while budget > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                connection.settimeout(left)
-                chunk = socket.socket.recv(connection, 65536)  # raw bytes: we only discard them
-                if not chunk:
-                    break
-                budget -= len(chunk)
-        except OSError:
-            pass
-
-    # -- TESAIoT ---------------------------------------------------------------------------
-
-    def _get_health(self, body: bytes, query: Dict[str, List[str]]) -> Reply:
-        return Reply(200, {"status": "healthy", "version": __version__})
-
-    def _post_telemetry(self, body: bytes, query: Dict[str, List[str]]) -> Reply:
-        store = self.server.twin.store
-        if media_type(self.headers.get("Content-Type")) != "application/json":
-            return _error(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
-        device = store.authenticate(self.headers.get("X-API-KEY"))
-        if device is None:
-            return Reply(401, dict(INVALID_API_KEY))
-        try:
-            payload = _parse_json_body(body)
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            return _error(400, "Invalid JSON data", "INVALID_JSON")
-        problem = validate_telemetry(payload)
-        if problem is not None:
-            return _validation(problem)
-        if payload["device_id"] != device:
-            return _error(403, "Device identity mismatch", "DEVICE_ID_MISMATCH")
-        key = (self.headers.get("Idempotency-Key") or "").strip() or None
-        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
-            return _validation("Idempotency-Key must be at most %d characters" % MAX_IDEMPOTENCY_KEY)
-        try:
-            result = store.store_telemetry(device, payload["data"], timestamp=payload.get("timestamp"),
-                                           raw_body=body, idempotency_key=key)
-        except IdempotencyKeyReused:
-            return _error(422, "Idempotency-Key reused with a different payload", "IDEMPOTENCY_KEY_REUSED")
-        return Reply(200, result.response, {"Idempotent-Replayed": "true"} if result.replayed else {})
-
-    def _reader_device(self, device_id: str) -> Optional[Reply]:
-        """401/403 unless the caller's key belongs to ``device_id``."""
-        device = self.server.twin.store.authenticate(self.headers.get("X-API-KEY"))
-        if device is None:
-            return Reply(401, dict(INVALID_API_KEY))
-        if device != device_id:
-            return Reply(403, {"error": "Forbidden: device mismatch"})
-        return None
-
-    def _get_latest(self, body: bytes, query: Dict[str, List[str]], device_id: str) -> Reply:
-        denied = self._reader_device(device_id)
-        if denied is not None:
-            return denied
-        record = self.server.twin.store.latest(device_id)
-        if record is None:
-            return _error(404, "No telemetry for this device")
-        return Reply(200, {"device_id": device_id, "telemetry": record.as_json()})
-
-    def _get_history(self, body: bytes, query: Dict[str, List[str]], device_id: str) -> Reply:
-        denied = self._reader_device(device_id)
-        if denied is not None:
-            return denied
-        store = self.server.twin.store
-        try:
-            limit = _int_param(query, "limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
-            start_text = _param(query, "start_time")
-            now = _dt.datetime.fromtimestamp(store.now(), tz=_dt.timezone.utc)
-            start = parse_start_time(start_text, now) if start_text else None
-        except ValueError as exc:
-            return _validation(str(exc) if "limit" in str(exc) else
-                               "start_time must be ISO 8601 or relative like -1h, -30m, -7d, -90s")
-        records = store.history(device_id, limit=limit, start=start)
-        return Reply(200, {"device_id": device_id, "count": len(records),
-                           "telemetry": [r.as_json() for r in records]})
-
-    # -- TLINK -----------------------------------------------------------------------------
-
-    def _post_tlink(self, body: bytes, query: Dict[str, List[str]]) -> Reply:
-        twin = self.server.twin
-        try:
-            push = _parse_json_body(body)
-        except ValueError:
-            push = None
-        if not isinstance(push, dict) or not push:
-            return _error(400, "Invalid or empty JSON body")
-        if twin.tlink_secret is not None:
-            presented = self.headers.get("X-TLink-Signature") or ""
-            expected = "sha256=" + hmac.new(twin.tlink_secret, body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode("ascii")):
-                return _error(401, "Invalid webhook signature")
-        problem = validate_tlink_push(push)
-        if problem is not None:
-            return _error(400, problem)
-        return Reply(200, {"status": "ok", "storedReadings": twin.store.store_tlink_push(push)})
-
-    def _tlink_window(self, query: Dict[str, List[str]]) -> Tuple[Optional[str], Optional[str]]:
-        start, end = _param(query, "startTime"), _param(query, "endTime")
-        try:
-            return (parse_tlink_time(start) if start else None, parse_tlink_time(end) if end else None)
-        except ValueError:
-            raise ValueError("startTime and endTime must be YYYY-MM-DD HH:MM:SS or ISO 8601") from None
-
-    def _get_tlink_devices(self, body: bytes, query: Dict[str, List[str]], user_id: str) -> Reply:
-        store = self.server.twin.store
-        try:
-            page = _int_param(query, "page", 1, 1, 10 ** 9)
-            page_size = _int_param(query, "pageSize", 20, 1, 100)
-            history_limit = _int_param(query, "historyLimit", 10, 0, MAX_HISTORY_LIMIT)
-            start, end = self._tlink_window(query)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        if not store.tlink_user_exists(user_id):
-            return _error(404, "User not found")
-        total, devices = store.tlink_user_devices(
-            user_id, page=page, page_size=page_size, device_id=_param(query, "deviceId"),
-            start=start, end=end, history_limit=history_limit)
-        return Reply(200, {"userId": id_out(user_id), "page": page, "pageSize": page_size,
-                           "total": total, "devices": devices})
-
-    def _tlink_device_check(self, user_id: str, device_id: str) -> Optional[Reply]:
-        store = self.server.twin.store
-        if not store.tlink_user_exists(user_id):
-            return _error(404, "User not found")
-        if store.tlink_device_owner(device_id) != user_id:
-            return _error(404, "Device not found")
-        return None
-
-    def _get_tlink_latest(self, body: bytes, query: Dict[str, List[str]], user_id: str,
-                          device_id: str) -> Reply:
-        missing = self._tlink_device_check(user_id, device_id)
-        if missing is not None:
-            return missing
-        return Reply(200, {"userId": id_out(user_id), "deviceId": id_out(device_id),
-                           "sensors": self.server.twin.store.tlink_latest(user_id, device_id)})
-
-    def _get_tlink_history(self, body: bytes, query: Dict[str, List[str]], user_id: str,
-                           device_id: str) -> Reply:
-        try:
-            limit = _int_param(query, "limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
-            start, end = self._tlink_window(query)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        missing = self._tlink_device_check(user_id, device_id)
-        if missing is not None:
-            return missing
-        readings = self.server.twin.store.tlink_history(user_id, device_id, start=start, end=end, limit=limit)
-        return Reply(200, {"userId": id_out(user_id), "deviceId": id_out(device_id),
-                           "count": len(readings), "readings": readings})
+PathLike = Union[str, Path]
 
 
 class _TwinHTTPServer(http.server.ThreadingHTTPServer):
@@ -702,8 +143,6 @@ class TwinServer:
         self._httpd: Optional[_TwinHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
-    # -- life cycle ------------------------------------------------------------------------
-
     def start(self) -> "TwinServer":
         """Bind (port 0: any free port) and serve in a background thread; returns once listening."""
         self._bind_and_serve(self.port)
@@ -769,8 +208,6 @@ class TwinServer:
         """Sleep for a fault, cut short by stop(); True if the twin is stopping."""
         return self._stopping.wait(seconds)
 
-    # -- what tests and the CLI use ----------------------------------------------------------
-
     @property
     def tls(self) -> bool:
         return self._ssl_context is not None
@@ -803,9 +240,8 @@ class TwinServer:
             except (OSError, ValueError):
                 pass
 
-    # -- per-connection work (runs in the connection's own thread) ---------------------------
-
     def _track(self, sock: socket.socket, new: bool = False) -> None:
+        """Remember an open connection (raw and TLS-wrapped alike), so go_down() can cut it."""
         with self._lock:
             self._connections.add(sock)
             if new:
@@ -818,6 +254,7 @@ class TwinServer:
             self._idle.notify_all()
 
     def _cut_connections(self) -> None:
+        """Shut down every open connection's socket, so its handler thread ends now, not at an idle timeout."""
         with self._lock:
             for sock in list(self._connections):
                 try:
@@ -828,6 +265,7 @@ class TwinServer:
                     pass
 
     def _serve_connection(self, httpd: _TwinHTTPServer, sock: socket.socket, address: Any) -> None:
+        """Handshake and serve one accepted socket, in its own thread; tracked so go_down() can cut it."""
         self._track(sock, new=True)
         conn = sock
         try:
@@ -852,6 +290,7 @@ class TwinServer:
                 httpd.shutdown_request(conn)
 
     def _tls_failed(self, exc: BaseException) -> None:
+        """Count a failed handshake; not while stopping, when cut connections fail by our own doing."""
         if self._stopping.is_set():
             return
         with self._lock:

@@ -1,0 +1,70 @@
+"""What a route function is given, and strict readers for its parts: JSON body, query, media type.
+
+Usage: ``reply = tesaiot_api.post_telemetry(ApiRequest(store, {"X-API-KEY": key, ...}, body))``
+
+The route functions in ``tesaiot_api`` and ``tlink_api`` take an ``ApiRequest`` instead of a
+socket, so the platform contracts can be read and tested apart from http.server. The readers are
+strict on purpose: a sender that gets away with NaN or ``limit=abc`` here would fail against the
+real platform.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Dict, List, NamedTuple, Optional, Protocol
+
+from .store import TelemetryStore
+
+Query = Dict[str, List[str]]  # as urllib.parse.parse_qs gives it
+
+# History reads on both platforms: the page size when none is asked for, and the most one may ask.
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
+
+class HeaderLookup(Protocol):
+    """Request headers by name: http.server's case-insensitive message, or a plain dict in tests."""
+
+    def get(self, __name: str) -> Optional[str]:
+        ...
+
+
+class ApiRequest(NamedTuple):
+    """One request's parts and the twin state a route answers from."""
+
+    store: TelemetryStore
+    headers: HeaderLookup
+    body: bytes = b""
+    query: Query = {}
+    tlink_secret: Optional[bytes] = None  # None: TLINK webhooks are accepted unsigned
+
+
+def media_type(content_type: Optional[str]) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("%s is not JSON" % name)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict JSON from UTF-8 bytes (no NaN/Infinity); raises ValueError."""
+    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+
+
+def query_int(query: Query, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter; below ``low`` or not a number is an error, above ``high`` is clamped."""
+    values = query.get(name)
+    if not values:
+        return default
+    text = values[-1].strip()
+    if not re.match(r"^\d+$", text, re.ASCII) or int(text) < low:
+        raise ValueError("%s must be an integer >= %d" % (name, low))
+    return min(int(text), high)
+
+
+def query_text(query: Query, name: str) -> Optional[str]:
+    """A text query parameter; when repeated the last one wins, as with ``query_int``."""
+    values = query.get(name)
+    return values[-1] if values else None
