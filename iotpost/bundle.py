@@ -96,7 +96,7 @@ def parse_endpoints(text: str, source: str) -> str:
     """The base URL from endpoints.json: ingest_base_url, else api_base_url, else the platform's."""
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(
             "%s is not valid JSON (%s), while loading the credential bundle" % (source, exc),
             hint=_DOWNLOAD_HINT,
@@ -113,6 +113,25 @@ def parse_endpoints(text: str, source: str) -> str:
                               % (source, name), hint=_DOWNLOAD_HINT)
         return value.strip()
     return DEFAULT_BASE_URL
+
+
+def read_secret_file(path: Path, what: str) -> bytes:
+    """A shared secret kept in a file: its bytes without surrounding whitespace (a trailing newline).
+
+    Secrets come from files (or the environment), never from a flag, so they stay out of shell
+    history and ``ps``. Missing or unreadable is 66, empty is 78.
+    """
+    try:
+        secret = Path(path).read_bytes().strip()
+    except FileNotFoundError:
+        raise CredentialMissing("%s %s is missing" % (what, path)) from None
+    except OSError as exc:
+        raise CredentialMissing("%s %s cannot be read (%s)" % (what, path, exc.strerror or exc),
+                                hint="check the file's permissions and that it belongs to the user running "
+                                "the tool") from None
+    if not secret:
+        raise ConfigError("%s %s is empty" % (what, path))
+    return secret
 
 
 def key_permission_warning(path: Path) -> Optional[str]:
@@ -137,7 +156,8 @@ def load_bundle(
     certs_dir = Path(certs_dir)
     if not certs_dir.is_dir():
         raise CredentialMissing(
-            "credential folder %s does not exist, while loading the credential bundle" % certs_dir,
+            "credential folder %s %s, while loading the credential bundle"
+            % (certs_dir, "is a file, not a folder" if certs_dir.exists() else "does not exist"),
             hint="pass --certs-dir or set %s to the folder holding device_id.txt, api_key.txt, "
             "ca-chain.pem and endpoints.json" % CERTS_DIR_ENV,
         )

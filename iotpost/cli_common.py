@@ -4,7 +4,7 @@ Usage (inside a CLI module)::
 
     parser = argparse.ArgumentParser(...); add_sending_arguments(parser)
     common = common_settings(parser.parse_args(argv))
-    return send_all(common, profile, creds, target, ca_file, make_bodies, reporter, env)
+    return send_all(common, profile, creds, target, ca_file, make_bodies, reporter, env, ssl_context)
 
 Arguments become a frozen ``CommonSettings`` here; nothing below the CLI layer reads argparse.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable, Iterable, List, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, NamedTuple, Optional, Union
 
 from .environment import Environment, SimulatedClock
 from .errors import InputDataError, Interrupted, UsageError
@@ -26,6 +26,9 @@ from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
 from .target import Target
 
 SPOOL_ENV = "IOTPOST_SPOOL"
+if TYPE_CHECKING:  # ssl is imported by tlsctx only when a context is built
+    import ssl
+
 Bodies = Iterable[Union[bytes, InputDataError]]
 
 
@@ -49,14 +52,20 @@ class CommonSettings(NamedTuple):
     seed: Optional[int]
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if value < 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError("%r must be a finite number >= 0" % text)
-    return value
+def _seconds(low: float, high: float, low_inclusive: bool = True):
+    """An argparse type for a finite number in a sane range (no 1e300-second timeouts)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+        if not (value >= low if low_inclusive else value > low) or not value <= high:
+            raise argparse.ArgumentTypeError("%r must be %s %g and at most %g"
+                                             % (text, ">=" if low_inclusive else ">", low, high))
+        return value
+
+    return parse
 
 
 def _count(text: str) -> int:
@@ -82,12 +91,12 @@ def _nonneg_int(text: str) -> int:
 def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every sender has, with the seed's defaults."""
     g = parser.add_argument_group("sending")
-    g.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
-                   help="network timeout per request (default: 10)")
-    g.add_argument("--interval", type=_positive_float, default=5.0, metavar="SECONDS",
+    g.add_argument("--timeout", type=_seconds(0, 3600, low_inclusive=False), default=10.0,
+                   metavar="SECONDS", help="network timeout per request (default: 10)")
+    g.add_argument("--interval", type=_seconds(0, 86400), default=5.0, metavar="SECONDS",
                    help="seconds between payloads, measured from start times (default: 5)")
     g.add_argument("--count", type=_count, default=1, metavar="N", help="payloads to send (default: 1)")
-    g.add_argument("--period", type=_positive_float, default=0.0, metavar="MINUTES",
+    g.add_argument("--period", type=_seconds(0, 525600), default=0.0, metavar="MINUTES",
                    help="send every --interval for this many minutes; --count is then ignored "
                    "(default: 0 = off)")
     g.add_argument("--dry-run", action="store_true",
@@ -98,9 +107,9 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("reliability")
     r.add_argument("--retries", type=_nonneg_int, default=DEFAULT_RETRIES, metavar="N",
                    help="retries per payload for failures that can succeed later (default: %d)" % DEFAULT_RETRIES)
-    r.add_argument("--max-retry-time", type=_positive_float, default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
+    r.add_argument("--max-retry-time", type=_seconds(0, 86400), default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
                    help="give up retrying one payload after this long (default: %g)" % DEFAULT_MAX_RETRY_TIME)
-    r.add_argument("--retry-backoff", type=_positive_float, default=0.5, metavar="SECONDS",
+    r.add_argument("--retry-backoff", type=_seconds(0, 3600), default=0.5, metavar="SECONDS",
                    help="first backoff between retries, doubled each time with jitter, at most 30 s "
                    "(default: 0.5); a server's Retry-After wins")
     r.add_argument("--spool", type=Path, default=None, metavar="PATH",
@@ -135,8 +144,10 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
                          "(or %s)" % SPOOL_ENV)
     if ns.period > 0 and ns.interval <= 0:
         raise UsageError("--period needs an --interval above 0")
+    if ns.dry_run and ns.flush_spool:
+        raise UsageError("--dry-run shows new payloads; to see what --flush-spool would send use --spool-status")
     return CommonSettings(
-        timeout=ns.timeout if ns.timeout > 0 else 10.0,
+        timeout=ns.timeout,
         interval=ns.interval,
         count=ns.count,
         period_min=ns.period,
@@ -161,30 +172,36 @@ def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[
 
 
 def spool_report(s: CommonSettings, reporter: Reporter, env: Environment) -> int:
-    """--spool-status and --dead-letters: read the spool, contact nothing."""
-    import json
-
+    """--spool-status (counts) or --dead-letters (JSON Lines); contacts nothing."""
     from .spool import open_spool
 
     if not s.spool.exists():
-        raise UsageError("spool %s does not exist yet (nothing was ever spooled there)" % s.spool)
+        if s.spool_status:
+            empty = {"spool": str(s.spool), "exists": False, "pending": 0, "dead_letters": 0}
+            _print_status(empty, reporter, s.output)
+        return 0
     spool = open_spool(s.spool)
     try:
         for warning in spool.warnings:
             reporter.warn(warning, loud=True)
         if s.dead_letters:
             for row in spool.dead_letters():
-                env.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return 0
-        status = spool.status(env.wall())
-        if s.output == "json":
-            reporter.json_line(dict({"event": "spool_status"}, **status))
+                reporter.json_line(row)
         else:
-            for name, value in status.items():
-                env.stdout.write("%s: %s\n" % (name, value))
+            _print_status(spool.status(env.wall()), reporter, s.output)
         return 0
     finally:
         spool.close()
+
+
+def _print_status(status: dict, reporter: Reporter, output: str) -> None:
+    if output == "json":
+        reporter.json_line(dict({"event": "spool_status"}, **status))
+        return
+    for name, value in status.items():
+        if isinstance(value, dict):
+            value = ", ".join("%s=%s" % kv for kv in sorted(value.items())) or "-"
+        reporter.info("%s: %s" % (name, "-" if value is None else value))
 
 
 def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target,
@@ -209,7 +226,7 @@ def dry_run_environment(env: Environment) -> Environment:
 
 def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
              make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
-             ssl_context_factory: Callable[[], object]) -> int:
+             ssl_context: Optional[ssl.SSLContext]) -> int:
     """Open the spool and the connection, run the sender, print the summary, raise the final error."""
     from .delivery import Sender
     from .transport import Transport
@@ -226,10 +243,9 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         from .spool import MemorySpool
 
         spool = MemorySpool()
-    transport = Transport(target, ssl_context_factory() if target.scheme == "https" else None,
-                          s.timeout, cafile=ca_file)
+    transport = Transport(target, ssl_context, s.timeout, cafile=ca_file)
     retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time, backoff_base=s.retry_backoff)
-    sender = Sender(transport, profile, creds, spool, retry, reporter, env, target.path)
+    sender = Sender(transport, profile, creds, spool, retry, reporter, env)
     started = env.monotonic()
     bodies: Bodies = [] if s.flush_spool else make_bodies(env)
     try:
@@ -245,9 +261,3 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
     if result.error is not None and result.exit_code != ExitStatus.OK:
         raise result.error
     return int(result.exit_code)
-
-
-def check_not_both(ns: argparse.Namespace, a: str, b: str) -> None:
-    if getattr(ns, a.lstrip("-").replace("-", "_")) and getattr(ns, b.lstrip("-").replace("-", "_")):
-        raise UsageError("%s and %s cannot be used together" % (a, b))
-

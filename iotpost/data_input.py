@@ -9,7 +9,7 @@ A top-level ``timestamp`` (ISO 8601) is kept as the payload's timestamp. Errors 
 from __future__ import annotations
 
 import json
-from typing import IO, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import IO, Any, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from .errors import InputDataError
 from .payloads import Json, parse_iso8601
@@ -35,22 +35,51 @@ def item_from_object(obj: object, where: str, line_no: int = 0) -> DataItem:
     if not data:
         raise InputDataError("%s: the data object is empty" % where,
                              hint="the platform rejects telemetry without readings")
+    if isinstance(timestamp, str):
+        timestamp = timestamp.strip()  # sent as given otherwise: the platform parses it strictly
     if timestamp is not None:
-        if not isinstance(timestamp, str):
-            raise InputDataError("%s: timestamp must be an ISO 8601 string" % where)
-        try:
-            parse_iso8601(timestamp)
-        except ValueError:
-            raise InputDataError(
-                "%s: timestamp %r is not ISO 8601" % (where, timestamp),
-                hint="use a form such as 2025-12-09T10:30:45+00:00",
-            ) from None
+        check_timestamp(timestamp, where)
+    try:
+        # What cannot be encoded cannot be sent: lone surrogates from "\ud800", NaN from 1e999.
+        json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise InputDataError("%s: the data cannot be sent as JSON (%s)" % (where, exc)) from None
     return DataItem(data, timestamp, line_no)
 
 
-def parse_line(text: str, where: str, line_no: int) -> DataItem:
+def check_timestamp(value: object, where: str) -> None:
+    """A payload's own timestamp: ISO 8601 date and time with a UTC offset, the same on every Python."""
+    hint = "use a form such as 2025-12-09T10:30:45+00:00 or 2025-12-09T10:30:45Z"
+    if not isinstance(value, str):
+        raise InputDataError("%s: timestamp must be an ISO 8601 string" % where, hint=hint)
     try:
-        obj = json.loads(text)
+        moment = parse_iso8601(value, default_tz=None)
+    except ValueError:
+        raise InputDataError("%s: timestamp %r is not ISO 8601" % (where, value), hint=hint) from None
+    if moment.tzinfo is None:  # also a bare date: the regex allows an offset only after a time
+        raise InputDataError("%s: timestamp %r needs a time and a UTC offset" % (where, value), hint=hint)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("%s is not valid JSON" % name)
+
+
+def decode_json(text: str) -> Any:
+    """json.loads without NaN/Infinity (not JSON, and the platform rejects them) or deep-nesting crashes."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def parse_line(text: Union[str, bytes], where: str, line_no: int) -> DataItem:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputDataError("%s is not UTF-8 text (%s)" % (where, exc.reason)) from None
+    try:
+        obj = decode_json(text)
     except ValueError as exc:
         raise InputDataError("%s is not valid JSON (%s)" % (where, exc)) from None
     return item_from_object(obj, where, line_no)
@@ -61,11 +90,12 @@ def parse_data_arg(text: str) -> DataItem:
     return parse_line(text, "--data", 0)
 
 
-def read_json_lines(stream: IO[str], name: str) -> Iterator[Union[DataItem, InputDataError]]:
+def read_json_lines(stream: IO, name: str) -> Iterator[Union[DataItem, InputDataError]]:
     """Yield each line as it arrives (blank lines skipped); a bad line yields its error instead.
 
     Yielding the error rather than raising lets a stream go on past one garbled line while the
-    caller still reports it with its line number and exits 65 at the end.
+    caller still reports it with its line number and exits 65 at the end. A binary stream is
+    decoded line by line, so one line of bad bytes does not end the stream.
     """
     line_no = 0
     while True:
@@ -94,7 +124,7 @@ def load_data_file(path: str) -> Tuple[List[DataItem], bool]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputDataError("data file %s cannot be read (%s)" % (path, exc)) from None
     try:
-        whole = json.loads(text)
+        whole = decode_json(text)
     except ValueError:
         whole = None
     if whole is not None:

@@ -3,7 +3,7 @@
 Usage::
 
     sender = Sender(transport, TESAIOT, creds, spool, RetryPolicy(), reporter, env)
-    result = sender.run(bodies)      # bodies: an iterable of bytes (or InputDataError for a bad line)
+    result = sender.run(bodies, new_idempotency_key)   # bodies: bytes, or InputDataError for a bad line
 
 Every payload goes into the spool (memory or SQLite) before its first attempt and leaves it only
 when the platform answered 2xx, or said the payload itself is invalid (dead letter). The run
@@ -13,7 +13,7 @@ and a reading that failed is tried again before the next one. Anything else stay
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, NamedTuple, Optional, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Union
 
 from .environment import Environment
 from .errors import InputDataError, IotPostError, TransientError
@@ -63,7 +63,7 @@ class Sender:
     """Owns one run's sending: spool, retries, output records and the exit code they add up to."""
 
     def __init__(self, transport: Transport, profile: Profile, creds: Credentials, spool,
-                 retry: RetryPolicy, reporter: Reporter, env: Environment, path: str) -> None:
+                 retry: RetryPolicy, reporter: Reporter, env: Environment) -> None:
         self.transport = transport
         self.profile = profile
         self.creds = creds
@@ -71,7 +71,6 @@ class Sender:
         self.retry = retry
         self.out = reporter
         self.env = env
-        self.path = path
         self.records: List[SendRecord] = []
         self._redact = Redactor(creds.secrets())
         self._seq_of: Dict[int, int] = {}  # spool id -> payload number in this run
@@ -85,22 +84,35 @@ class Sender:
 
     # -- the run ------------------------------------------------------------------------------
 
-    def run(self, bodies: Iterable[Union[bytes, InputDataError]], new_key) -> RunResult:
-        """Drain the backlog, then accept and send each new body; always leaves the spool consistent."""
+    def run(self, bodies: Iterable[Union[bytes, InputDataError]], new_key: Callable[[], str]) -> RunResult:
+        """Accept each new body, then send what is spooled, oldest first; keep the spool consistent.
+
+        A new body is spooled before the backlog is drained, so a backlog that cannot be sent
+        (a rotated key, an expired certificate) never costs this run its own reading.
+        """
+        first_bad: Optional[InputDataError] = None
+        produced = False
         try:
-            self.drain()
             for body in bodies:
-                if self._stop:
-                    break
+                produced = True
                 if isinstance(body, InputDataError):
                     self.input_errors += 1
+                    first_bad = first_bad or body
                     self.out.error(body.message, body.hint)
-                    self._fail(body, stop=False)
                     continue
                 self.accept(body, new_key())
                 self.drain()
-        finally:
-            self.spool.release_all()
+                if self._stop:
+                    break
+            if not produced:  # --flush-spool, or an empty input: the backlog alone
+                self.drain()
+        except BaseException:
+            self._release_quietly()  # never let cleanup hide the error that got us here
+            raise
+        self.spool.release_all()
+        if first_bad is not None:
+            self._fail(InputDataError("%d input line(s) were invalid and skipped (the first: %s)"
+                                      % (self.input_errors, first_bad.message), hint=first_bad.hint), stop=False)
         left = self.spool.unclaimed(self.profile.name, self.env.wall())  # not another live run's
         if left and self.code in (ExitStatus.OK, ExitStatus.TEMPFAIL):
             where = "kept in the spool for the next run" if self.spool.persistent else "not kept: no --spool"
@@ -109,6 +121,12 @@ class Sender:
                                         hint=self._pending_hint())
             self.code = ExitStatus.TEMPFAIL
         return RunResult(self.code, self.error, self.records)
+
+    def _release_quietly(self) -> None:
+        try:
+            self.spool.release_all()
+        except Exception:  # noqa: BLE001 - a later run's claim expiry recovers whatever this leaves
+            pass
 
     def _pending_hint(self) -> str:
         if self.spool.persistent:
@@ -146,7 +164,7 @@ class Sender:
             attempts += 1
             self.out.request("POST", self.transport.target.url, headers, item.body)
             try:
-                response = self.transport.send("POST", self.path, headers, item.body)
+                response = self.transport.send("POST", self.transport.target.path, headers, item.body)
             except IotPostError as exc:
                 if exc.exit_code is not ExitStatus.TEMPFAIL:  # TLS verification, bad URL: no retry helps
                     return self._settle(item, seq, attempts, None, exc.message, exc)
@@ -177,16 +195,19 @@ class Sender:
 
     def _settle(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 error: Optional[IotPostError]) -> None:
-        """Record the outcome and move the payload: delivered, dead letter, or back for later."""
-        self._finish(item, seq, attempts, response, message, ok=error is None)
+        """Move the payload (delivered, dead letter, or back for later), then record the outcome.
+
+        The spool first: if printing fails (a closed pipe), the spool is already right.
+        """
         if error is None:
             self.spool.ack(item)
-            return
-        if response is not None and is_payload_rejected(response.status):
+        elif response is not None and is_payload_rejected(response.status):
             self.spool.dead_letter(item, response.status, message, self.env.wall())
         else:
             self.spool.release(item, message, attempts)
-        self._fail(error, stop=error.exit_code is not ExitStatus.TEMPFAIL)
+        self._finish(item, seq, attempts, response, message, ok=error is None)
+        if error is not None:
+            self._fail(error, stop=error.exit_code is not ExitStatus.TEMPFAIL)
 
     def _finish(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 ok: bool) -> None:

@@ -1,6 +1,6 @@
 """What the user sees: one line per send, JSON Lines for CI, and secrets scrubbed from all of it.
 
-Usage: ``out = Reporter(prog, env, mode="text", secrets=[api_key]); out.sent(record)``
+Usage: ``out = Reporter(prog, sys.stdout, sys.stderr, mode="text", secrets=[api_key]); out.sent(record)``
 
 Every line written goes through ``Redactor``, so a secret cannot leak even if a server echoes it
 back in an error message. Results go to stdout; warnings, errors and --verbose traffic to stderr.
@@ -16,12 +16,25 @@ from .profiles import SECRET_HEADERS
 REDACTED = "[REDACTED]"
 
 
+def _silence(stream: IO[str]) -> None:
+    """Point a closed pipe's descriptor at /dev/null, so later writes and exit-time flushes succeed."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 class Redactor:
     """Replaces every known secret with [REDACTED] in any text on its way out."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first so a secret that contains another is removed whole.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        # Longest first so a secret that contains another is removed whole. Even a very short
+        # secret is redacted: mangled output is better than a leaked credential.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
@@ -37,12 +50,14 @@ def redact_headers(headers: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
 def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = lambda s: s) -> str:
     """The server's own short message: JSON message/error, else the first line of text.
 
-    ``redact`` runs before truncation, so a secret cut in half by the limit cannot leak its start.
+    ``redact`` runs before truncation, so a secret cut in half by the limit cannot leak its start,
+    and again after JSON decoding, which can turn an escaped secret (a JSON slash or unicode escape)
+    into plain text.
     """
     text = redact(body.decode("utf-8", "replace")).strip()
     try:
         doc = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict):
         for name in ("message", "error", "status"):
@@ -55,6 +70,7 @@ def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = 
         if isinstance(doc.get("storedReadings"), int):  # TLINK webhooks: what was newly stored
             text = "%s, storedReadings=%d" % (text if text and not text.startswith("{") else "ok",
                                                doc["storedReadings"])
+    text = redact(text)
     line = text.splitlines()[0] if text else ""
     line = "".join(ch if ch.isprintable() else " " for ch in line)
     return line[: limit - 3] + "..." if len(line) > limit else line
@@ -85,8 +101,12 @@ class Reporter:
         self.redact = Redactor(secrets)
 
     def _write(self, stream: IO[str], line: str) -> None:
-        stream.write(self.redact(line) + "\n")
-        stream.flush()
+        try:
+            stream.write(self.redact(line) + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            # The reader went away (``| head``): keep sending and spooling, stop printing there.
+            _silence(stream)
 
     def _redact_values(self, value: Any) -> Any:
         """Redact inside strings before JSON escaping, which would hide a secret holding " or \\."""
@@ -100,6 +120,10 @@ class Reporter:
 
     def json_line(self, obj: dict) -> None:
         self._write(self.stdout, json.dumps(self._redact_values(obj), ensure_ascii=False))
+
+    def info(self, line: str) -> None:
+        """A plain result line on stdout (reports such as --spool-status)."""
+        self._write(self.stdout, line)
 
     def warn(self, message: str, loud: bool = False) -> None:
         """A warning on stderr; quiet mode keeps only the loud ones (data being dropped)."""

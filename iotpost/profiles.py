@@ -80,4 +80,4 @@ TLINK = Profile("tlink", "/api/webhooks/tlink", _tlink_auth,
 PROFILES = {p.name: p for p in (TESAIOT, TLINK)}
 
 # Header names whose values are secrets and are always shown redacted.
-SECRET_HEADERS = {"x-api-key", "authorization", "x-tlink-signature-secret"}
+SECRET_HEADERS = {"x-api-key", "authorization"}

@@ -67,7 +67,8 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     if not text:
         return None
     if all("0" <= ch <= "9" for ch in text):  # not str.isdigit(): that admits "²" and friends
-        return float(int(text))
+        # A 400-digit value would overflow float(); anything past ~30 years is "very long" anyway.
+        return float(int(text)) if len(text) <= 9 else 1e9
     try:
         from email.utils import parsedate_to_datetime
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
-from .errors import ConfigError, SpoolFull
+from .errors import ConfigError, SpoolFull, TransientError
 
 DEFAULT_LEASE = 600.0
 
@@ -96,10 +96,8 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
+    except OSError:  # EPERM: alive but someone else's; anything odd: assume alive, let the lease decide
+        pass
     return True
 
 
@@ -207,11 +205,18 @@ class SqliteSpool:
                     db.execute("ROLLBACK")
                 raise
             return result
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
+        except sqlite3.DatabaseError as exc:
+            text = str(exc).lower()
+            if "full" in text:
                 raise SpoolFull("the disk under spool %s is full (%s), while spooling" % (self.path, exc),
                                 hint="free some space; everything already spooled is kept") from None
-            raise
+            if "readonly" in text or "read-only" in text:
+                raise ConfigError("spool %s is read-only (%s)" % (self.path, exc),
+                                  hint="the user running the tool must be able to write the file and its folder"
+                                  ) from None
+            # Locked past the busy timeout, an I/O error: nothing committed is lost; try later.
+            raise TransientError("spool %s failed (%s), while spooling" % (self.path, exc),
+                                 hint="check the disk; what is already spooled is kept") from None
 
     def put(self, profile: str, body: bytes, key: str, now: float) -> SpoolItem:
         def insert(db):

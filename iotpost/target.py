@@ -45,9 +45,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _has_unsafe_chars(text: str) -> bool:
+    """Spaces and control characters cannot go on a request line (percent-encode them)."""
+    return any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
 def join_path(base_path: str, endpoint: str) -> str:
     """Join a base URL's path prefix (a reverse-proxy mount) and the endpoint path."""
-    if endpoint.startswith(("http://", "https://")):
+    if endpoint.lower().startswith(("http://", "https://")):
         raise ConfigError("--endpoint takes a path such as /api/v1/telemetry, not a URL",
                           hint="put the scheme and host in --base-url")
     if not endpoint:
@@ -69,6 +74,11 @@ def parse_target(base_url: str, endpoint: str, allow_http: bool = False) -> Targ
             "base URL %r is not an https:// URL, while checking the platform URL" % base_url,
             hint="it should look like https://tesaiot.com (check endpoints.json or --base-url)",
         )
+    if _has_unsafe_chars(base_url.strip()) or _has_unsafe_chars(endpoint):
+        raise ConfigError("URL %r has spaces or control characters" % (base_url + endpoint),
+                          hint="percent-encode them (a space is %20)")
+    if port == 0:
+        raise ConfigError("base URL %r has port 0" % base_url, hint="leave the port out for 443")
     if parts.username or parts.password:
         raise ConfigError("base URL must not carry a user name or password",
                           hint="credentials belong in the bundle, not in the URL")
@@ -83,7 +93,9 @@ def parse_target(base_url: str, endpoint: str, allow_http: bool = False) -> Targ
                 "--allow-http only permits this machine (localhost, 127.0.0.1, ::1), not %s" % host,
                 hint="use https:// for any other host",
             )
-    path = join_path(parts.path, endpoint)
-    if parts.query:
-        path += "?" + parts.query
+    endpoint_path, _, endpoint_query = endpoint.partition("?")
+    path = join_path(parts.path, endpoint_path)
+    query = "&".join(q for q in (parts.query, endpoint_query) if q)
+    if query:
+        path += "?" + query
     return Target(scheme, host, port or (443 if scheme == "https" else 80), path)

@@ -104,7 +104,8 @@ def body_source(s: TesaSettings, device_id: str):
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
         if s.data_file == "-":
-            for item in read_json_lines(env.stdin, "<stdin>"):
+            # Bytes, decoded line by line: one line of bad bytes must not end the stream.
+            for item in read_json_lines(getattr(env.stdin, "buffer", env.stdin), "<stdin>"):
                 yield item if isinstance(item, InputDataError) else _payload(device_id, item, env)
             return
         if lines is not None:
@@ -139,7 +140,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     creds = Credentials(api_key=bundle.api_key)
     if c.dry_run:
         return dry_run(reporter, TESAIOT, creds, target, make_bodies(dry_run_environment(env)), USER_AGENT)
-    return send_all(c, TESAIOT, creds, target, bundle.ca_file, make_bodies, reporter, env, lambda: ctx)
+    return send_all(c, TESAIOT, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

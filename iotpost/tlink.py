@@ -14,6 +14,7 @@ import random
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
+from .data_input import decode_json
 from .errors import InputDataError
 
 # TLINK sensorsTypeId values.
@@ -145,7 +146,7 @@ def load_replay(data: bytes, name: str) -> List[bytes]:
     if not whole:
         raise InputDataError("%s holds no recorded push" % name, hint="expected a JSON object or JSON Lines")
     try:
-        doc = json.loads(whole)
+        doc = decode_json(whole)
     except ValueError:
         doc = None
     if isinstance(doc, dict):
@@ -159,7 +160,7 @@ def load_replay(data: bytes, name: str) -> List[bytes]:
         if not body:
             continue
         try:
-            obj = json.loads(body)
+            obj = decode_json(body)
         except ValueError as exc:
             raise InputDataError("%s line %d is not valid JSON (%s); nothing was sent" % (name, no, exc)) from None
         if not isinstance(obj, dict):

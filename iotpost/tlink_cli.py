@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from . import __version__
-from .bundle import CA_FILE, default_certs_dir
+from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
 from .cli_common import (CommonSettings, add_sending_arguments, common_settings, dry_run, dry_run_environment,
                          make_reporter, send_all, spool_report)
 from .cli_run import run
 from .environment import Environment
-from .errors import ConfigError, CredentialMissing, InputDataError, UsageError
+from .errors import InputDataError, UsageError
 from .profiles import TLINK, USER_AGENT, Credentials
 from .schedule import paced
 from .target import parse_target
@@ -86,16 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def read_secret(path: Optional[Path], environ: dict) -> Optional[bytes]:
     """The HMAC secret from a file (trailing newline stripped) or the environment; never from argv."""
     if path is not None:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise CredentialMissing("secret file %s is missing, while loading the webhook secret" % path) from None
-        except OSError as exc:
-            raise CredentialMissing("secret file %s cannot be read (%s)" % (path, exc.strerror)) from None
-        secret = raw.strip()
-        if not secret:
-            raise ConfigError("secret file %s is empty, while loading the webhook secret" % path)
-        return secret
+        return read_secret_file(path, "webhook secret file")
     value = environ.get(SECRET_ENV, "").strip()
     return value.encode("utf-8") if value else None
 
@@ -143,6 +134,9 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     if secret:
         secrets.append(secret.decode("utf-8", "replace"))
         reporter = make_reporter(PROG, c, env, secrets)
+    warning = key_permission_warning(s.secret_file) if s.secret_file is not None else None
+    if warning:
+        reporter.warn(warning)
     target = parse_target(s.url, "", allow_http=c.allow_http)
     from .tlsctx import build_ssl_context
 
@@ -163,7 +157,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     creds = Credentials(hmac_secret=secret)
     if c.dry_run:
         return dry_run(reporter, TLINK, creds, target, make(dry_run_environment(env)), USER_AGENT)
-    return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, lambda: ctx)
+    return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, ctx)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

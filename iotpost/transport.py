@@ -19,11 +19,16 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from .errors import IotPostError, TransientError
+from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
 from .tlsctx import explain_tls_failure
 
 MAX_RESPONSE_BYTES = 1 << 20
+# What a kept-alive connection the server already closed looks like when we use it again.
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError)
+# A handshake the other side hung up on (a proxy with no backend, a restarting server) may work
+# next time; any other TLS failure while connecting is about certificates or configuration.
+_HANDSHAKE_DROPPED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 class Response(NamedTuple):
@@ -41,6 +46,8 @@ def classify_network_error(exc: BaseException, target: Target, timeout: float) -
     where = "%s:%d" % (target.host, target.port)
     if isinstance(exc, IotPostError):
         return exc
+    if isinstance(exc, http.client.InvalidURL):
+        return ConfigError("URL %s is not usable (%s)" % (target.url, exc), hint="check --base-url / endpoints.json")
     if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):
         return TransientError("no answer from %s within %gs, while sending" % (where, timeout),
                               hint="the network or the platform is slow; raise --timeout or retry later")
@@ -89,12 +96,21 @@ class Transport:
         import http.client
 
         t = self.target
-        if t.scheme == "https":
-            conn = http.client.HTTPSConnection(t.host, t.port, timeout=self._timeout, context=self._ctx)
-        else:
-            conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
+        try:
+            if t.scheme == "https":
+                conn = http.client.HTTPSConnection(t.host, t.port, timeout=self._timeout, context=self._ctx)
+            else:
+                conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
+        except http.client.InvalidURL as exc:
+            raise classify_network_error(exc, t, self._timeout) from None
         try:
             conn.connect()
+        except _HANDSHAKE_DROPPED as exc:
+            conn.close()
+            raise TransientError("%s:%d closed the connection during the TLS handshake (%s)"
+                                 % (t.host, t.port, exc.__class__.__name__),
+                                 hint="the server or a proxy in front of it is restarting or overloaded; "
+                                 "it is retried") from None
         except ssl.SSLError as exc:
             conn.close()
             raise explain_tls_failure(exc, t.host, self._cafile) from None
@@ -116,8 +132,7 @@ class Transport:
         reused = self._conn is not None
         try:
             return self._exchange(method, path, headers, body)
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-                http.client.RemoteDisconnected, ssl.SSLEOFError) as exc:
+        except _STALE + (http.client.RemoteDisconnected,) as exc:
             self.close()
             if not reused:
                 raise classify_network_error(exc, self.target, self._timeout) from None
@@ -145,10 +160,8 @@ class Transport:
             conn.endheaders(body)
             resp = conn.getresponse()
             data = resp.read(MAX_RESPONSE_BYTES)
-            if not resp.isclosed():
-                resp.read()  # drain the rest so the connection stays usable
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-                http.client.RemoteDisconnected, ssl.SSLEOFError):
+            oversized = not resp.isclosed()  # more than we keep: never drain an unbounded body
+        except _STALE + (http.client.RemoteDisconnected,):
             raise
         except Exception as exc:
             self.close()
@@ -156,6 +169,6 @@ class Transport:
         latency = self._clock() - started
         result = Response(resp.status, resp.reason or "", {k.lower(): v for k, v in resp.getheaders()},
                           data, latency)
-        if resp.will_close:
+        if resp.will_close or oversized:
             self.close()  # the next send reconnects explicitly, so TLS errors stay classified
         return result

@@ -305,3 +305,15 @@ class DefaultCertsDirTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReviewFindingsTest(unittest.TestCase):
+    def test_deeply_nested_endpoints_json_is_a_config_error(self) -> None:
+        with self.assertRaises(ConfigError):
+            bundle_mod.parse_endpoints("[" * 100000 + "]" * 100000, "endpoints.json")
+
+    def test_certs_dir_that_is_a_file_says_so(self) -> None:
+        with tempfile.NamedTemporaryFile() as fh:
+            with self.assertRaises(CredentialMissing) as ctx:
+                load_bundle(Path(fh.name))
+        self.assertIn("is a file", str(ctx.exception))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -238,3 +239,35 @@ class LoadDataFileTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReviewFindingsTest(unittest.TestCase):
+    """Inputs a reviewer found that used to crash (exit 1) or pass on one Python and fail on another."""
+
+    def test_unencodable_and_non_json_values_are_input_errors(self) -> None:
+        for text in ('{"a": "\\ud800"}', '{"a": NaN}', '{"a": 1e999}', '{"a": Infinity}'):
+            with self.subTest(text=text):
+                with self.assertRaises(InputDataError):
+                    parse_data_arg(text)
+
+    def test_deep_nesting_is_an_input_error(self) -> None:
+        with self.assertRaises(InputDataError):
+            parse_data_arg("[" * 100000 + "]" * 100000)
+
+    def test_timestamps_need_time_and_offset_on_every_python(self) -> None:
+        good = ("2025-12-09T10:30:45Z", "2025-12-09T10:30:45.12Z", "2025-12-09 10:30:45+07:00",
+                " 2025-12-09T10:30:45+00:00 ")
+        for ts in good:
+            with self.subTest(ts=ts):
+                item = parse_data_arg(json.dumps({"a": 1, "timestamp": ts}))
+                self.assertEqual(item.timestamp, ts.strip())
+        for ts in ("2025-01-01", "2025-12-09T10:30:45", "20251209T103045Z", "2025-12-09T10:30:45+0"):
+            with self.subTest(ts=ts):
+                with self.assertRaises(InputDataError):
+                    parse_data_arg(json.dumps({"a": 1, "timestamp": ts}))
+
+    def test_a_line_of_bad_bytes_does_not_end_a_binary_stream(self) -> None:
+        stream = io.BytesIO(b'{"n": 1}\n{"n": "\xe9"}\n{"n": 3}\n')
+        out = list(read_json_lines(stream, "<stdin>"))
+        self.assertEqual([o.data for o in out if isinstance(o, DataItem)], [{"n": 1}, {"n": 3}])
+        self.assertIn("line 2", [o for o in out if isinstance(o, InputDataError)][0].message)

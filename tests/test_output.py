@@ -47,9 +47,10 @@ class RedactorTest(unittest.TestCase):
         r = Redactor(["abcdefghij", "abcd"])
         self.assertEqual(r("abcdefghij"), REDACTED)
 
-    def test_short_strings_ignored(self) -> None:
-        r = Redactor(["", "a", "ab", "abc", None])  # type: ignore[list-item]
-        self.assertEqual(r("a abc ab"), "a abc ab")
+    def test_empty_ignored_but_short_secrets_still_redacted(self) -> None:
+        # A deliberately short secret is still a secret: mangled output beats a leak.
+        r = Redactor(["", None, "abc"])  # type: ignore[list-item]
+        self.assertEqual(r("a abc ab"), "a %s ab" % REDACTED)
 
     def test_four_chars_is_enough(self) -> None:
         self.assertEqual(Redactor(["abcd"])("xabcdx"), "x%sx" % REDACTED)
@@ -322,3 +323,13 @@ class ShortMessageTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class EscapedSecretTest(unittest.TestCase):
+    def test_secret_escaped_in_server_json_is_redacted_after_decoding(self) -> None:
+        secret = "my/secret/Value42"
+        redact = Redactor([secret])
+        for body in (b'{"message": "bad secret my\\/secret\\/Value42"}',
+                     b'{"error": "bad \\u006dy/secret/Value42"}'):
+            with self.subTest(body=body):
+                self.assertNotIn(secret, short_message(body, redact=redact))

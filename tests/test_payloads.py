@@ -118,7 +118,9 @@ class TimeFormatTest(unittest.TestCase):
 
     def test_parse_iso8601(self) -> None:
         expected = dt.datetime(2025, 12, 9, 10, 30, 45, tzinfo=dt.timezone.utc)
-        for text in ("2025-12-09T10:30:45Z", "2025-12-09T10:30:45z", " 2025-12-09T10:30:45+00:00 ",
+        # Strict: the sender and the twin share this parser, and the twin must reject padding
+        # (data_input strips a line's timestamp before checking it).
+        for text in ("2025-12-09T10:30:45Z", "2025-12-09T10:30:45z", "2025-12-09T10:30:45+00:00",
                      "2025-12-09T17:30:45+07:00"):
             with self.subTest(text=text):
                 self.assertEqual(parse_iso8601(text), expected)

@@ -157,3 +157,11 @@ class ParseRetryAfterTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HugeRetryAfterTest(unittest.TestCase):
+    def test_hundreds_of_digits_do_not_crash_and_mean_very_long(self) -> None:
+        value = parse_retry_after("9" * 400, NOW)
+        self.assertGreaterEqual(value, 1e9)
+        # and the policy clamps it rather than sleeping for centuries
+        self.assertEqual(RetryPolicy(total=3, max_time=1e12).next_delay(0.0, value, lambda: 0.0), 120.0)

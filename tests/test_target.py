@@ -133,3 +133,23 @@ class RefusedUrlTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReviewFindingsTest(unittest.TestCase):
+    def test_spaces_and_control_characters_are_refused(self) -> None:
+        for base, endpoint in (("https://local host", "/api"), ("https://localhost/a b", "/api"),
+                               ("https://localhost", "/api/v1/tele metry"), ("https://localhost", "/x\r\nX: y")):
+            with self.subTest(base=base, endpoint=endpoint):
+                with self.assertRaises(ConfigError):
+                    parse_target(base, endpoint)
+
+    def test_port_zero_is_refused(self) -> None:
+        with self.assertRaises(ConfigError):
+            parse_target("https://localhost:0", "/api")
+
+    def test_endpoint_url_refused_whatever_the_case(self) -> None:
+        with self.assertRaises(ConfigError):
+            parse_target("https://localhost", "HTTPS://elsewhere/api")
+
+    def test_query_strings_are_merged(self) -> None:
+        self.assertEqual(parse_target("https://h?y=2", "/t?x=1").path, "/t?y=2&x=1")

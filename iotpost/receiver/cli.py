@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ..bundle import read_secret_file
 from ..errors import ConfigError, CredentialMissing, Interrupted
 from .faults import DEFAULT_RANDOM_KINDS, FAULT_KINDS, check_kinds
 
@@ -131,14 +132,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
 
 def read_tlink_secret(path: Path) -> bytes:
     """The shared webhook secret: the file's bytes without surrounding whitespace."""
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise CredentialMissing("cannot read the TLINK secret file %s (%s)" % (path, exc.strerror or exc),
-                                hint="pass --tlink-secret-file PATH or set %s" % SECRET_FILE_ENV) from None
-    if not secret:
-        raise ConfigError("the TLINK secret file %s is empty" % path)
-    return secret
+    return read_secret_file(path, "the TLINK secret file")
 
 
 def _check_file(path: Path, what: str) -> None:

@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
+from ..payloads import parse_iso8601  # one parser for sender and twin
 from .tlink_store import TLINK_SCHEMA, TlinkTables
 
 Json = Dict[str, Any]
@@ -56,37 +57,8 @@ CREATE TABLE IF NOT EXISTS telemetry (
 CREATE INDEX IF NOT EXISTS telemetry_by_device_time ON telemetry (device_id, ts_epoch);
 """
 
-_ISO8601 = re.compile(
-    r"""^(\d{4})-(\d{2})-(\d{2})
-        (?:[Tt\ ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?
-           (Z|z|[+-]\d{2}(?::?\d{2})?)?)?$""",
-    re.VERBOSE | re.ASCII,
-)
 _RELATIVE = re.compile(r"^-(\d+)([smhdw])$", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_iso8601(text: str, default_tz: Optional[_dt.tzinfo] = UTC) -> _dt.datetime:
-    """Parse ISO 8601 identically on 3.8 and 3.13 (3.8's fromisoformat rejects "Z", 3.11's takes more).
-
-    Accepts a date, or date and time with optional fraction and ``Z``/``+HH:MM``/``+HHMM``/``+HH``.
-    A time without offset gets ``default_tz`` (None: stays naive). Raises ValueError otherwise.
-    """
-    match = _ISO8601.match(text)
-    if match is None:
-        raise ValueError("not an ISO 8601 timestamp: %r" % (text,))
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    tz: Optional[_dt.tzinfo] = default_tz
-    if offset in ("Z", "z"):
-        tz = UTC
-    elif offset:
-        sign = -1 if offset[0] == "-" else 1
-        digits = offset[1:].replace(":", "")
-        delta = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or "0"))
-        tz = _dt.timezone(sign * delta)
-    return _dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-                        int(second or 0), micro, tzinfo=tz)
 
 
 def parse_start_time(text: str, now: _dt.datetime) -> _dt.datetime:
