@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Union
 
 from .environment import Environment
 from .errors import InputDataError, IotPostError, TransientError
-from .exitcodes import ExitStatus, for_http_status, is_payload_rejected, worst
+from .exitcodes import ExitStatus, for_http_status, is_payload_rejected, is_retryable_status, worst
 from .output import Redactor, Reporter, SendRecord, short_message
 from .profiles import USER_AGENT, Credentials, Profile
 from .retry import RetryPolicy, parse_retry_after
@@ -173,7 +173,7 @@ class Sender:
                 self.out.response(response.status, response.reason, response.headers)
                 message = short_message(response.body, redact=self._redact) or response.reason
                 error = self._error_for(response, message, seq)
-                if error is None or error.exit_code is not ExitStatus.TEMPFAIL:
+                if error is None or not is_retryable_status(response.status):
                     return self._settle(item, seq, attempts, response, message, error)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)

@@ -12,20 +12,6 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 
-def due_times(count: int, interval: float, period_s: float) -> Iterator[float]:
-    """Offsets from the start at which payloads are due."""
-    n = 0
-    while True:
-        due = n * interval
-        if period_s > 0:
-            if due >= period_s or (interval <= 0 and n > 0):
-                return
-        elif n >= count:
-            return
-        yield due
-        n += 1
-
-
 def paced(count: int, interval: float, period_s: float, monotonic: Callable[[], float],
           sleep: Callable[[float], None]) -> Iterator[int]:
     """Yield 0, 1, 2... each at its due time (sleeping in between with the injected sleep).

@@ -6,7 +6,7 @@ import unittest
 from typing import List
 
 from iotpost.environment import Environment, SimulatedClock
-from iotpost.schedule import due_times, paced
+from iotpost.schedule import paced
 
 
 class SimulatedClockTest(unittest.TestCase):
@@ -31,25 +31,32 @@ class SimulatedClockTest(unittest.TestCase):
 
 
 class DueTimesTest(unittest.TestCase):
+    """When payloads are due if sending takes no time (the grid itself)."""
+
+    @staticmethod
+    def due(count: int, interval: float, period_s: float) -> List[float]:
+        clock = SimulatedClock(wall_start=0.0)
+        return [clock.monotonic() for _ in paced(count, interval, period_s, clock.monotonic, clock.sleep)]
+
     def test_count(self) -> None:
-        self.assertEqual(list(due_times(3, 5.0, 0)), [0.0, 5.0, 10.0])
-        self.assertEqual(list(due_times(1, 5.0, 0)), [0.0])
-        self.assertEqual(list(due_times(0, 5.0, 0)), [])
+        self.assertEqual(self.due(3, 5.0, 0), [0.0, 5.0, 10.0])
+        self.assertEqual(self.due(1, 5.0, 0), [0.0])
+        self.assertEqual(self.due(0, 5.0, 0), [])
 
     def test_period_ignores_count(self) -> None:
-        self.assertEqual(list(due_times(1, 10.0, 60.0)), [0.0, 10.0, 20.0, 30.0, 40.0, 50.0])
-        self.assertEqual(list(due_times(100, 10.0, 25.0)), [0.0, 10.0, 20.0])
-        self.assertEqual(list(due_times(0, 10.0, 25.0)), [0.0, 10.0, 20.0])
+        self.assertEqual(self.due(1, 10.0, 60.0), [0.0, 10.0, 20.0, 30.0, 40.0, 50.0])
+        self.assertEqual(self.due(100, 10.0, 25.0), [0.0, 10.0, 20.0])
+        self.assertEqual(self.due(0, 10.0, 25.0), [0.0, 10.0, 20.0])
 
     def test_period_end_is_exclusive(self) -> None:
-        self.assertEqual(list(due_times(1, 10.0, 30.0)), [0.0, 10.0, 20.0])
+        self.assertEqual(self.due(1, 10.0, 30.0), [0.0, 10.0, 20.0])
 
     def test_interval_zero(self) -> None:
-        self.assertEqual(list(due_times(4, 0.0, 0)), [0.0, 0.0, 0.0, 0.0])
-        self.assertEqual(list(due_times(4, 0.0, 60.0)), [0.0])  # a period with no interval: one send
+        self.assertEqual(self.due(4, 0.0, 0), [0.0, 0.0, 0.0, 0.0])
+        self.assertEqual(self.due(4, 0.0, 60.0), [0.0])  # a period with no interval: one send
 
     def test_ten_minute_period(self) -> None:
-        dues = list(due_times(1, 5.0, 600.0))
+        dues = self.due(1, 5.0, 600.0)
         self.assertEqual(len(dues), 120)
         self.assertEqual(dues[-1], 595.0)
 

@@ -1,0 +1,70 @@
+"""The one TLS client context: always verifying, TLS 1.2+, optional client certificate (mTLS)."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+import unittest
+from pathlib import Path
+
+from iotpost.errors import ConfigError, CredentialMissing, TLSVerifyError
+from iotpost.exitcodes import ExitStatus
+from iotpost.tlsctx import build_ssl_context, explain_tls_failure
+from tests.twin_support import CERTDATA
+
+
+class BuildContextTests(unittest.TestCase):
+    def test_verification_is_on_and_tls12_is_the_floor(self):
+        ctx = build_ssl_context(CERTDATA / "ca.pem")
+        self.assertEqual(ctx.verify_mode, ssl.CERT_REQUIRED)
+        self.assertTrue(ctx.check_hostname)
+        self.assertEqual(ctx.minimum_version, ssl.TLSVersion.TLSv1_2)
+        self.assertEqual(len(ctx.get_ca_certs()), 1)  # the bundle's CA only, no system store
+
+    def test_client_certificate_for_mtls(self):
+        build_ssl_context(CERTDATA / "ca.pem", CERTDATA / "client.pem", CERTDATA / "client.key")
+        with self.assertRaises(ConfigError):
+            build_ssl_context(CERTDATA / "ca.pem", CERTDATA / "client.pem", CERTDATA / "localhost.key")
+
+    def test_missing_and_garbage_ca_files(self):
+        with self.assertRaises(CredentialMissing):
+            build_ssl_context(Path("/nonexistent/ca-chain.pem"))
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as fh:
+            fh.write("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+            fh.flush()
+            with self.assertRaises(ConfigError) as ctx:
+                build_ssl_context(Path(fh.name))
+        self.assertEqual(ctx.exception.exit_code, ExitStatus.CONFIG)
+
+
+class ExplainTests(unittest.TestCase):
+    def failure(self, code, message):
+        exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        exc.verify_code = code
+        exc.verify_message = message
+        return explain_tls_failure(exc, "platform.example", Path("bundle/ca-chain.pem"))
+
+    def test_each_verification_failure_says_certificate_and_is_78(self):
+        cases = {
+            (20, "unable to get local issuer certificate"): "not signed by bundle/ca-chain.pem",
+            (62, "Hostname mismatch, certificate is not valid for 'platform.example'."): "not valid for host",
+            (10, "certificate has expired"): "has expired",
+            (9, "certificate is not yet valid"): "not yet valid",
+        }
+        for (code, message), words in cases.items():
+            with self.subTest(code=code):
+                err = self.failure(code, message)
+                self.assertIsInstance(err, TLSVerifyError)
+                self.assertEqual(err.exit_code, ExitStatus.CONFIG)
+                self.assertIn("certificate", err.message)
+                self.assertIn(words, err.message)
+                self.assertTrue(err.hint)
+
+    def test_other_handshake_failures_are_config_errors(self):
+        err = explain_tls_failure(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "h", None)
+        self.assertEqual(err.exit_code, ExitStatus.CONFIG)
+        self.assertIn("TLS 1.2", err.hint)
+
+
+if __name__ == "__main__":
+    unittest.main()
