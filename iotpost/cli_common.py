@@ -21,7 +21,7 @@ from .errors import InputDataError, Interrupted, UsageError
 from .exitcodes import ExitStatus
 from .output import Reporter
 from .payloads import new_idempotency_key
-from .profiles import Credentials, Profile
+from .profiles import USER_AGENT, Credentials, Profile
 from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
 from .target import Target
 
@@ -204,15 +204,14 @@ def _print_status(status: dict, reporter: Reporter, output: str) -> None:
         reporter.info("%s: %s" % (name, "-" if value is None else value))
 
 
-def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target,
-            bodies: Bodies, user_agent: str) -> int:
+def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target, bodies: Bodies) -> int:
     code = ExitStatus.OK
     for seq, body in enumerate(bodies, 1):
         if isinstance(body, InputDataError):
             reporter.error(body.message, body.hint)
             code = ExitStatus.DATA
             continue
-        headers = [("User-Agent", user_agent)] + profile.headers(body, new_idempotency_key(), creds)
+        headers = [("User-Agent", USER_AGENT)] + profile.headers(body, new_idempotency_key(), creds)
         reporter.dry_run(seq, "POST", target.url, headers, body)
     return int(code)
 
@@ -227,7 +226,12 @@ def dry_run_environment(env: Environment) -> Environment:
 def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
              make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
              ssl_context: Optional[ssl.SSLContext]) -> int:
-    """Open the spool and the connection, run the sender, print the summary, raise the final error."""
+    """Open the spool and the connection, run the sender, print the summary, raise the final error.
+
+    With --dry-run: print what would be sent, on a simulated clock, and contact nothing.
+    """
+    if s.dry_run:
+        return dry_run(reporter, profile, creds, target, make_bodies(dry_run_environment(env)))
     from .delivery import Sender
     from .transport import Transport
 

@@ -16,14 +16,14 @@ from typing import Iterator, List, NamedTuple, Optional, Union
 
 from . import __version__
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
-from .cli_common import (Bodies, CommonSettings, add_sending_arguments, common_settings, dry_run,
-                         dry_run_environment, make_reporter, send_all, spool_report)
+from .cli_common import (CommonSettings, add_sending_arguments, common_settings, make_reporter, send_all,
+                         spool_report)
 from .cli_run import run
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment
 from .errors import InputDataError, UsageError
 from .payloads import MedicalSignals, encode, iso_utc, make_payload
-from .profiles import TESAIOT, USER_AGENT, Credentials
+from .profiles import TESAIOT, Credentials
 from .schedule import paced
 from .target import parse_target
 
@@ -138,8 +138,6 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     ctx = build_ssl_context(bundle.ca_file)  # a bad CA file fails here, before anything is sent
     make_bodies = body_source(s, bundle.device_id)
     creds = Credentials(api_key=bundle.api_key)
-    if c.dry_run:
-        return dry_run(reporter, TESAIOT, creds, target, make_bodies(dry_run_environment(env)), USER_AGENT)
     return send_all(c, TESAIOT, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
 
 

@@ -17,12 +17,12 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from . import __version__
 from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
-from .cli_common import (CommonSettings, add_sending_arguments, common_settings, dry_run, dry_run_environment,
-                         make_reporter, send_all, spool_report)
+from .cli_common import (CommonSettings, add_sending_arguments, common_settings, make_reporter, send_all,
+                         spool_report)
 from .cli_run import run
 from .environment import Environment
 from .errors import InputDataError, UsageError
-from .profiles import TLINK, USER_AGENT, Credentials
+from .profiles import TLINK, Credentials
 from .schedule import paced
 from .target import parse_target
 from .tlink import DEFAULT_SENSORS, SensorSpec, TlinkPushes, encode_push, load_replay, parse_sensor
@@ -155,8 +155,6 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
             yield encode_push(gen.next(run_env.wall()))
 
     creds = Credentials(hmac_secret=secret)
-    if c.dry_run:
-        return dry_run(reporter, TLINK, creds, target, make(dry_run_environment(env)), USER_AGENT)
     return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, ctx)
 
 

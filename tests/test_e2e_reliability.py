@@ -6,7 +6,6 @@ import json
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 import unittest

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import tempfile
-import time
 import unittest
 from pathlib import Path
 
