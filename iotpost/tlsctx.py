@@ -70,8 +70,8 @@ def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path]) ->
         return TLSVerifyError(
             "the server's certificate is not signed by %s (%s), while verifying the server %s"
             % (ca, detail, host),
-            hint="did you download the bundle for this platform? to trust a server, put its CA "
-            "in ca-chain.pem",
+            hint="is %s the CA of this platform (its bundle's ca-chain.pem, or --ca-file)? to trust a "
+            "server, put its CA there" % ca,
         )
     reason = getattr(exc, "reason", None) or exc.__class__.__name__
     return ConfigError(
