@@ -646,6 +646,21 @@ class ReceiverCliTest(unittest.TestCase):
         self.assertNotIn("Traceback", errors)
         self.assertIn("POST /api/v1/telemetry", errors)
 
+    def test_outage_flag_goes_down_and_comes_back(self):
+        proc = self.run_receiver("--port", "0", "--db", ":memory:", "--outage", "0.4:0.6")
+        line = proc.stderr.readline().decode()
+        port = int(line.split(":")[3].split()[0])
+        self.assertEqual(proc.stderr.readline().decode(), "receiver: down (refusing connections) for 0.6s\n")
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        self.assertEqual(proc.stderr.readline().decode(), "receiver: back up for 0.4s\n")
+        conn = http.client.HTTPSConnection("localhost", port, timeout=5, context=client_context())
+        self.addCleanup(conn.close)
+        self.assertEqual(request_json(conn, "GET", "/health")[0], 200)
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=10), 0)
+
     def test_port_in_use(self):
         busy = socket.socket()
         self.addCleanup(busy.close)

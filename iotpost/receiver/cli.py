@@ -49,6 +49,7 @@ class ReceiverSettings:
     retry_after: int
     max_body: int
     verbose: bool
+    outage: Optional[Tuple[float, float]] = None  # (up seconds, down seconds), repeating
 
 
 def _fault_kinds(text: str) -> Tuple[str, ...]:
@@ -76,6 +77,17 @@ def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError("must be a port number 0-65535 (0: any free port)")
     return int(text)
+
+
+def _outage(text: str) -> Tuple[float, float]:
+    up, sep, down = text.partition(":")
+    try:
+        cycle = (float(up), float(down))
+    except ValueError:
+        cycle = (-1.0, -1.0)
+    if not sep or not all(0 < v <= 86400 for v in cycle):
+        raise argparse.ArgumentTypeError("takes UP:DOWN in seconds, e.g. 30:10, not %r" % text)
+    return cycle
 
 
 def _positive_int(text: str) -> int:
@@ -110,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                         % (",".join(FAULT_KINDS), ",".join(DEFAULT_RANDOM_KINDS)))
     parser.add_argument("--fault-seed", type=int, help="seed for reproducible faults")
     parser.add_argument("--retry-after", type=_positive_int, default=1, help="Retry-After seconds on 503/429 faults")
+    parser.add_argument("--outage", type=_outage, metavar="UP:DOWN",
+                        help="serve UP seconds, then refuse connections for DOWN seconds, repeating "
+                        "(to watch senders' retries and spools ride out an outage)")
     parser.add_argument("--max-body", type=_positive_int, default=1_048_576, help="largest body accepted (bytes)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request to stderr (never API keys)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
@@ -126,7 +141,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         host=ns.host, port=ns.port, tls=not ns.http, certfile=ns.cert, keyfile=ns.key,
         bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
-        retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose,
+        retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
     )
 
 
@@ -188,6 +203,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
 def serve(args: List[str], secrets: List[str]) -> int:
     """The body run by cli_run.run: start, announce, wait for a signal, stop cleanly (exit 0)."""
     import threading
+    import time
 
     ns = build_parser().parse_args(args)  # usage errors: argparse exits 2, run() passes it on
     settings = settings_from_args(ns)
@@ -199,8 +215,19 @@ def serve(args: List[str], secrets: List[str]) -> int:
             for device_id in twin.store.devices():
                 sys.stderr.write("receiver: device %s registered\n" % device_id)
         forever = threading.Event()
-        while not forever.wait(1.0):  # a timeout, so Ctrl-C is seen on Windows too
-            pass
+        outage = settings.outage
+        switch_at = time.monotonic() + outage[0] if outage else None
+        while not forever.wait(0.1 if outage else 1.0):  # a timeout, so Ctrl-C is seen on Windows too
+            if outage and switch_at is not None and time.monotonic() >= switch_at:
+                if twin.is_up:
+                    twin.go_down()
+                    switch_at += outage[1]
+                    sys.stderr.write("receiver: down (refusing connections) for %gs\n" % outage[1])
+                else:
+                    twin.come_back()
+                    switch_at += outage[0]
+                    sys.stderr.write("receiver: back up for %gs\n" % outage[0])
+                sys.stderr.flush()
     except (Interrupted, KeyboardInterrupt):
         pass
     finally:
