@@ -31,9 +31,11 @@ def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 def run_cli(script: Path, *args: object, stdin: Optional[str] = None, env: Optional[Dict[str, str]] = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run an entry script with this interpreter (not the pyenv shim) and capture its output."""
+    # Never inherit the runner's stdin: CI has none, and a developer's terminal must not be read.
+    extra = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run(
         [sys.executable, str(script)] + [str(a) for a in args],
-        input=stdin,
+        **extra,
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -45,6 +47,7 @@ def run_cli(script: Path, *args: object, stdin: Optional[str] = None, env: Optio
 
 def start_cli(script: Path, *args: object, env: Optional[Dict[str, str]] = None, **kwargs) -> subprocess.Popen:
     """Start an entry script in the background (for streaming stdin, signals, SIGKILL tests)."""
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen(
         [sys.executable, str(script)] + [str(a) for a in args],
         stdout=subprocess.PIPE,
