@@ -55,11 +55,19 @@ class MemorySpool:
         return item
 
     def claim(self, profile: str, now: float) -> Optional[SpoolItem]:
+        batch = self.claim_batch(profile, now, 1)
+        return batch[0] if batch else None
+
+    def claim_batch(self, profile: str, now: float, limit: int) -> List[SpoolItem]:
+        """Up to ``limit`` of the oldest unclaimed payloads, claimed together (for batched uploads)."""
+        batch = []
         for item_id in sorted(self._items):
+            if len(batch) >= limit:
+                break
             if item_id not in self._claimed and self._items[item_id].profile == profile:
                 self._claimed.add(item_id)
-                return self._items[item_id]
-        return None
+                batch.append(self._items[item_id])
+        return batch
 
     def ack(self, item: SpoolItem) -> None:
         self._items.pop(item.id, None)
@@ -257,18 +265,22 @@ class SqliteSpool:
                                " WHERE claimed_by = ?", (owner,))
 
     def claim(self, profile: str, now: float) -> Optional[SpoolItem]:
+        batch = self.claim_batch(profile, now, 1)
+        return batch[0] if batch else None
+
+    def claim_batch(self, profile: str, now: float, limit: int) -> List[SpoolItem]:
+        """Up to ``limit`` of the oldest payloads no live run holds, claimed in one transaction."""
+
         def take(db):
             self._reap_dead_owners(db, now)
-            row = db.execute(
+            rows = db.execute(
                 "SELECT id, profile, idempotency_key, body, created, attempts FROM spool"
-                " WHERE profile = ? AND (claimed_by IS NULL OR claim_expires < ?) ORDER BY id LIMIT 1",
-                (profile, now),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE spool SET claimed_by = ?, claim_expires = ? WHERE id = ?",
-                       (self.owner, now + self.lease, row[0]))
-            return SpoolItem(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+                " WHERE profile = ? AND (claimed_by IS NULL OR claim_expires < ?) ORDER BY id LIMIT ?",
+                (profile, now, limit),
+            ).fetchall()
+            db.executemany("UPDATE spool SET claimed_by = ?, claim_expires = ? WHERE id = ?",
+                           [(self.owner, now + self.lease, row[0]) for row in rows])
+            return [SpoolItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
         return self._write(take)
 

@@ -56,6 +56,16 @@ class SpoolContract(TempDirMixin):
         self.assertEqual(keys, ["key-0", "key-1", "key-2", "key-3"])
         self.assertIsNone(self.spool.claim(P, 2000.0))
 
+    def test_claim_batch_hands_out_the_oldest_together(self) -> None:
+        for n in range(5):
+            self.put(n)
+        first = self.spool.claim_batch(P, 2000.0, 3)
+        self.assertEqual([i.key for i in first], ["key-0", "key-1", "key-2"])
+        self.assertEqual([i.key for i in self.spool.claim_batch(P, 2000.0, 3)], ["key-3", "key-4"])
+        self.assertEqual(self.spool.claim_batch(P, 2000.0, 3), [])
+        self.spool.release(first[1])
+        self.assertEqual([i.key for i in self.spool.claim_batch(P, 2000.0, 3)], ["key-1"])
+
     def test_claimed_item_keeps_body_and_key(self) -> None:
         put = self.put(7)
         got = self.spool.claim(P, 2000.0)
