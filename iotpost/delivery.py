@@ -82,8 +82,6 @@ class Sender:
         self._stop = False
         self._link_down = False
 
-    # -- the run ------------------------------------------------------------------------------
-
     def run(self, bodies: Iterable[Union[bytes, InputDataError]], new_key: Callable[[], str]) -> RunResult:
         """Accept each new body, then send what is spooled, oldest first; keep the spool consistent.
 
@@ -150,8 +148,6 @@ class Sender:
             if item is None:
                 return
             self._send_item(item)
-
-    # -- one payload --------------------------------------------------------------------------
 
     def _send_item(self, item) -> None:
         """Attempt one payload until it is settled or its retries are spent."""
