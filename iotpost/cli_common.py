@@ -68,24 +68,19 @@ def _seconds(low: float, high: float, low_inclusive: bool = True):
     return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _whole(low: int):
+    """An argparse type for a whole number of at least ``low``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+        if value < low:
+            raise argparse.ArgumentTypeError("must be at least %d" % low)
+        return value
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+    return parse
 
 
 def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +90,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help="network timeout per request (default: 10)")
     g.add_argument("--interval", type=_seconds(0, 86400), default=5.0, metavar="SECONDS",
                    help="seconds between payloads, measured from start times (default: 5)")
-    g.add_argument("--count", type=_count, default=1, metavar="N", help="payloads to send (default: 1)")
+    g.add_argument("--count", type=_whole(1), default=1, metavar="N", help="payloads to send (default: 1)")
     g.add_argument("--period", type=_seconds(0, 525600), default=0.0, metavar="MINUTES",
                    help="send every --interval for this many minutes; --count is then ignored "
                    "(default: 0 = off)")
@@ -105,7 +100,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="permit a plain http:// URL to this machine only (local development servers)")
     g.add_argument("--seed", type=int, default=None, help="seed for generated values (reproducible runs)")
     r = parser.add_argument_group("reliability")
-    r.add_argument("--retries", type=_nonneg_int, default=DEFAULT_RETRIES, metavar="N",
+    r.add_argument("--retries", type=_whole(0), default=DEFAULT_RETRIES, metavar="N",
                    help="retries per payload for failures that can succeed later (default: %d)" % DEFAULT_RETRIES)
     r.add_argument("--max-retry-time", type=_seconds(0, 86400), default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
                    help="give up retrying one payload after this long (default: %g)" % DEFAULT_MAX_RETRY_TIME)
@@ -115,7 +110,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--spool", type=Path, default=None, metavar="PATH",
                    help="keep payloads in this SQLite file until the platform has them "
                    "(env %s)" % SPOOL_ENV)
-    r.add_argument("--spool-max", type=_count, default=None, metavar="N",
+    r.add_argument("--spool-max", type=_whole(1), default=None, metavar="N",
                    help="keep at most N payloads in the spool, dropping the oldest (reported)")
     r.add_argument("--flush-spool", action="store_true",
                    help="send only what is in the spool; generate nothing")

@@ -29,15 +29,19 @@ def _silence(stream: IO[str]) -> None:
 
 
 class Redactor:
-    """Replaces every known secret with [REDACTED] in any text on its way out."""
+    """Replaces every known secret with [REDACTED] in any text on its way out.
+
+    It keeps the collection it is given, so a secret loaded after the Redactor was made (the
+    CLIs append to one list as they read credentials) is redacted from then on.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first so a secret that contains another is removed whole. Even a very short
-        # secret is redacted: mangled output is better than a leaked credential.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._source = secrets if isinstance(secrets, list) else list(secrets)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        # Longest first so a secret that contains another is removed whole. Even a very short
+        # secret is redacted: mangled output is better than a leaked credential.
+        for secret in sorted({s for s in self._source if s}, key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text

@@ -128,8 +128,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     if c.spool_status or c.dead_letters:
         return spool_report(c, reporter, env)
     bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url)
-    secrets.append(bundle.api_key)
-    reporter = make_reporter(PROG, c, env, secrets)
+    secrets.append(bundle.api_key)  # the reporter redacts it from here on
     for warning in bundle.warnings:
         reporter.warn(warning)
     target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http)

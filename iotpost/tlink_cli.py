@@ -132,8 +132,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
         return spool_report(c, reporter, env)
     secret = read_secret(s.secret_file, os.environ)
     if secret:
-        secrets.append(secret.decode("utf-8", "replace"))
-        reporter = make_reporter(PROG, c, env, secrets)
+        secrets.append(secret.decode("utf-8", "replace"))  # the reporter redacts it from here on
     warning = key_permission_warning(s.secret_file) if s.secret_file is not None else None
     if warning:
         reporter.warn(warning)

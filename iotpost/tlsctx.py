@@ -13,7 +13,7 @@ import ssl
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError, TLSVerifyError
+from .errors import ConfigError, IotPostError, TLSVerifyError, TransientError
 
 
 def build_ssl_context(
@@ -45,8 +45,18 @@ def build_ssl_context(
     return ctx
 
 
-def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path]) -> ConfigError:
-    """Turn an SSL failure into one line a field engineer can act on (always says 'certificate')."""
+def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path]) -> IotPostError:
+    """Turn a failed handshake into one line a field engineer can act on.
+
+    Certificate and protocol failures are configuration (78, the message says 'certificate'); a
+    handshake the other side hung up on (a proxy with no backend, a restarting server) may work
+    next time (75).
+    """
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+        return TransientError("%s closed the connection during the TLS handshake (%s)"
+                              % (host, exc.__class__.__name__),
+                              hint="the server or a proxy in front of it is restarting or overloaded; "
+                              "it is retried")
     ca = str(cafile) if cafile else "the CA file"
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = getattr(exc, "verify_code", None)

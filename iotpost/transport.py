@@ -26,9 +26,6 @@ from .tlsctx import explain_tls_failure
 MAX_RESPONSE_BYTES = 1 << 20
 # What a kept-alive connection the server already closed looks like when we use it again.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError)
-# A handshake the other side hung up on (a proxy with no backend, a restarting server) may work
-# next time; any other TLS failure while connecting is about certificates or configuration.
-_HANDSHAKE_DROPPED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 class Response(NamedTuple):
@@ -90,7 +87,6 @@ class Transport:
         self._cafile = cafile
         self._clock = clock
         self._conn = None  # type: ignore[var-annotated]
-        self.connections_opened = 0
 
     def _open(self):
         import http.client
@@ -105,19 +101,12 @@ class Transport:
             raise classify_network_error(exc, t, self._timeout) from None
         try:
             conn.connect()
-        except _HANDSHAKE_DROPPED as exc:
-            conn.close()
-            raise TransientError("%s:%d closed the connection during the TLS handshake (%s)"
-                                 % (t.host, t.port, exc.__class__.__name__),
-                                 hint="the server or a proxy in front of it is restarting or overloaded; "
-                                 "it is retried") from None
         except ssl.SSLError as exc:
             conn.close()
             raise explain_tls_failure(exc, t.host, self._cafile) from None
         except Exception as exc:
             conn.close()
             raise classify_network_error(exc, t, self._timeout) from None
-        self.connections_opened += 1
         return conn
 
     def close(self) -> None:

@@ -60,6 +60,13 @@ class ExplainTests(unittest.TestCase):
                 self.assertIn(words, err.message)
                 self.assertTrue(err.hint)
 
+    def test_a_handshake_the_server_hung_up_on_is_temporary(self):
+        for exc in (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), ssl.SSLZeroReturnError(6, "x")):
+            with self.subTest(exc=type(exc).__name__):
+                err = explain_tls_failure(exc, "h", None)
+                self.assertEqual(err.exit_code, ExitStatus.TEMPFAIL)
+                self.assertIn("during the TLS handshake", err.message)
+
     def test_other_handshake_failures_are_config_errors(self):
         err = explain_tls_failure(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "h", None)
         self.assertEqual(err.exit_code, ExitStatus.CONFIG)
