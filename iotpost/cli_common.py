@@ -26,6 +26,8 @@ from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
 from .target import Target
 
 SPOOL_ENV = "IOTPOST_SPOOL"
+# A payload the platform fails (5xx) in this many runs in which it accepted others is a dead letter.
+DEFAULT_DEAD_LETTER_AFTER = 5
 if TYPE_CHECKING:  # ssl is imported by tlsctx only when a context is built
     import ssl
 
@@ -50,6 +52,12 @@ class CommonSettings(NamedTuple):
     spool_status: bool
     dead_letters: bool
     seed: Optional[int]
+    spool_drop: Optional[int] = None  # a pending payload's spool id to delete
+    spool_requeue: Optional[int] = None  # a dead letter's id to put back in the queue
+    dead_letter_after: int = DEFAULT_DEAD_LETTER_AFTER  # runs with the platform up that a payload may fail
+    proxy: Optional[str] = None  # --proxy URL (None: from the environment, as curl)
+    noproxy: Optional[str] = None  # --noproxy LIST
+    timestamps: bool = False  # prefix human lines with the local time
 
 
 def _seconds(low: float, high: float, low_inclusive: bool = True):
@@ -118,12 +126,29 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="show the spool's counts, oldest payload and dead letters, then exit")
     r.add_argument("--dead-letters", action="store_true",
                    help="print the payloads the platform rejected as JSON Lines, then exit")
+    r.add_argument("--spool-drop", type=_whole(1), default=None, metavar="ID",
+                   help="delete the pending payload with this id (see --spool-status), then exit")
+    r.add_argument("--spool-requeue", type=_whole(1), default=None, metavar="ID",
+                   help="put the dead letter with this id (see --dead-letters) back in the queue, then exit")
+    r.add_argument("--dead-letter-after", type=_whole(1), default=DEFAULT_DEAD_LETTER_AFTER, metavar="RUNS",
+                   help="a payload the platform fails (5xx) in this many runs in which it accepted other "
+                   "payloads becomes a dead letter (default: %d)" % DEFAULT_DEAD_LETTER_AFTER)
+    n = parser.add_argument_group("network")
+    n.add_argument("--proxy", default=None, metavar="URL",
+                   help="reach the platform through this http:// proxy with CONNECT (default: $HTTPS_PROXY, "
+                   "as curl); user:password@ in the URL is sent as Proxy-Authorization")
+    n.add_argument("--noproxy", default=None, metavar="LIST",
+                   help="comma-separated hosts or domains to reach directly; '*' bypasses every proxy "
+                   "(default: $NO_PROXY)")
     o = parser.add_argument_group("output")
     mode = o.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="JSON Lines on stdout: one object per send, then a summary")
     mode.add_argument("--quiet", action="store_true", help="print only errors")
     o.add_argument("--verbose", action="store_true",
                    help="also print each request line and headers on stderr (secrets redacted)")
+    o.add_argument("--timestamps", action="store_true",
+                   help="start every human line with the local time (ISO 8601 with UTC offset); "
+                   "--json records always carry \"at\"")
     o.add_argument("--debug", action="store_true", help="show a traceback for internal errors")
 
 
@@ -134,9 +159,11 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
         spool = Path(env[SPOOL_ENV].strip())
     if ns.quiet and ns.verbose:
         raise UsageError("--quiet and --verbose cannot be used together")
-    if (ns.flush_spool or ns.spool_status or ns.dead_letters or ns.spool_max) and spool is None:
-        raise UsageError("--flush-spool, --spool-status, --dead-letters and --spool-max need --spool PATH "
-                         "(or %s)" % SPOOL_ENV)
+    spool_only = (ns.flush_spool or ns.spool_status or ns.dead_letters or ns.spool_max
+                  or ns.spool_drop is not None or ns.spool_requeue is not None)
+    if spool_only and spool is None:
+        raise UsageError("--flush-spool, --spool-status, --dead-letters, --spool-drop, --spool-requeue and "
+                         "--spool-max need --spool PATH (or %s)" % SPOOL_ENV)
     if ns.period > 0 and ns.interval <= 0:
         raise UsageError("--period needs an --interval above 0")
     if ns.dry_run and ns.flush_spool:
@@ -159,7 +186,18 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
         spool_status=ns.spool_status,
         dead_letters=ns.dead_letters,
         seed=ns.seed,
+        spool_drop=ns.spool_drop,
+        spool_requeue=ns.spool_requeue,
+        dead_letter_after=ns.dead_letter_after,
+        proxy=ns.proxy,
+        noproxy=ns.noproxy,
+        timestamps=ns.timestamps,
     )
+
+
+def is_spool_command(s: CommonSettings) -> bool:
+    """The spool maintenance flags: they read or change the spool and contact nothing."""
+    return s.spool_status or s.dead_letters or s.spool_drop is not None or s.spool_requeue is not None
 
 
 def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[str]) -> Reporter:

@@ -16,8 +16,8 @@ from typing import Iterator, List, NamedTuple, Optional, Union
 
 from . import __version__
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
-from .cli_common import (CommonSettings, add_sending_arguments, common_settings, make_reporter, send_all,
-                         spool_report)
+from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
+                         make_reporter, send_all, spool_report)
 from .cli_run import run
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment
@@ -125,7 +125,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     c = s.common
     env = env or Environment()
     reporter = make_reporter(PROG, c, env, secrets)
-    if c.spool_status or c.dead_letters:
+    if is_spool_command(c):
         return spool_report(c, reporter, env)
     bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url)
     secrets.append(bundle.api_key)  # the reporter redacts it from here on

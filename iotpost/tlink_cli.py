@@ -17,8 +17,8 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from . import __version__
 from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
-from .cli_common import (CommonSettings, add_sending_arguments, common_settings, make_reporter, send_all,
-                         spool_report)
+from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
+                         make_reporter, send_all, spool_report)
 from .cli_run import run
 from .environment import Environment
 from .errors import InputDataError, UsageError
@@ -128,7 +128,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     c = s.common
     env = env or Environment()
     reporter = make_reporter(PROG, c, env, secrets)
-    if c.spool_status or c.dead_letters:
+    if is_spool_command(c):
         return spool_report(c, reporter, env)
     secret = read_secret(s.secret_file, os.environ)
     if secret:
