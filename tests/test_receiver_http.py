@@ -559,6 +559,23 @@ class LifeCycleTest(TwinTestCase):
                                     headers=AUTH)
         self.assertEqual(status, 200)  # same store
 
+    def test_go_down_keeps_the_port_so_no_other_process_can_take_it(self):
+        twin = self.start_twin()
+        port = twin.port
+        twin.go_down()
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with self.assertRaises(OSError):  # EADDRINUSE: the twin still holds the port while down
+            other.bind(("127.0.0.1", port))
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        twin.come_back()
+        self.assertEqual(twin.port, port)
+        self.assertEqual(request_json(self.connect(twin), "GET", "/health")[0], 200)
+        twin.stop()
+        other.bind(("127.0.0.1", port))  # stop() gave the port back
+
     def test_stop_is_idempotent_and_leaves_nothing_listening(self):
         twin = self.start_twin()
         port = twin.port

@@ -48,14 +48,23 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
     request_queue_size = 64
     allow_reuse_address = True  # come_back() re-binds the same port at once
 
-    def __init__(self, twin: "TwinServer", address: Tuple[str, int], family: int) -> None:
+    def __init__(self, twin: "TwinServer", address: Tuple[str, int], family: int,
+                 bound: Optional[socket.socket] = None) -> None:
+        """``bound``: a socket already bound to ``address`` (the port go_down() kept) to listen on."""
         self.twin = twin
         self.address_family = family
         self._stop_requested = False
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         try:
-            super().__init__(address, TwinRequestHandler)
+            super().__init__(address, TwinRequestHandler, bind_and_activate=bound is None)
+            if bound is not None:
+                self.socket.close()
+                bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.socket = bound
+                self.server_address = bound.getsockname()
+                self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+                self.server_activate()
         except BaseException:
             self._wake_r.close()
             self._wake_w.close()
@@ -142,15 +151,18 @@ class TwinServer:
         self._stopped = False
         self._httpd: Optional[_TwinHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
+        self._kept_port: Optional[socket.socket] = None  # bound, not listening, while down
 
     def start(self) -> "TwinServer":
         """Bind (port 0: any free port) and serve in a background thread; returns once listening."""
         self._bind_and_serve(self.port)
         return self
 
-    def _bind_and_serve(self, port: int) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        httpd = _TwinHTTPServer(self, (self.host, port), family)
+    def _family(self) -> int:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def _bind_and_serve(self, port: int, bound: Optional[socket.socket] = None) -> None:
+        httpd = _TwinHTTPServer(self, (self.host, port), self._family(), bound)
         self.port = httpd.server_address[1]
         ready = threading.Event()
 
@@ -175,15 +187,31 @@ class TwinServer:
         return self._httpd is not None
 
     def go_down(self) -> None:
-        """Close the listening socket and open connections: new connections are REFUSED."""
+        """Close the listening socket and open connections: new connections are REFUSED.
+
+        The port stays ours: a socket bound but not listening refuses connections, and no other
+        process can take the port before come_back() listens on that same socket again.
+        """
         self._take_down()
+        if self._kept_port is None and not self._stopped:
+            sock = socket.socket(self._family(), socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past our own TIME_WAITs
+                sock.bind((self.host, self.port))
+                # Off once bound: on Linux two SO_REUSEADDR sockets may share a port none listens on.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+            except OSError:
+                sock.close()  # taken in the instant between close and bind: come_back() binds anew
+            else:
+                self._kept_port = sock
 
     def come_back(self) -> None:
         """Listen again on the same port, with the same store, faults and request log."""
         if self._stopped:
             raise RuntimeError("a stopped twin cannot come back; start a new one")
         if self._httpd is None:
-            self._bind_and_serve(self.port)
+            kept, self._kept_port = self._kept_port, None
+            self._bind_and_serve(self.port, kept)
 
     def stop(self) -> None:
         """Shut down, join, close the listening socket and connections, close an owned store. Idempotent."""
@@ -193,6 +221,9 @@ class TwinServer:
             self._stopped = True
         self._stopping.set()
         self._take_down()
+        if self._kept_port is not None:
+            self._kept_port.close()
+            self._kept_port = None
         with self._idle:
             self._idle.wait_for(lambda: not self._connections, timeout=2.0)
         if self._owns_store:
