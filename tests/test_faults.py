@@ -52,6 +52,15 @@ class FaultPlanTest(unittest.TestCase):
                 FaultPlan.script(["503", bad])
         self.assertEqual(FaultPlan.script(["418"]).draw(), "418")
 
+    def test_poison_fails_only_bodies_with_the_marker(self):
+        plan = FaultPlan.poison(b"POISON")
+        self.assertEqual([plan.draw(b'{"v":"POISON"}'), plan.draw(b'{"v":1}'), plan.draw(None)],
+                         ["500", None, None])
+        self.assertEqual(FaultPlan.poison(b"x", "503").draw(b"xx"), "503")
+        self.assertEqual(plan.applied, ["500"])
+        with self.assertRaises(ValueError):
+            FaultPlan.poison(b"x", "bogus")
+
     def test_thread_safe_script(self):
         plan = FaultPlan.script(["503"] * 500)
         results = []

@@ -50,6 +50,7 @@ class ReceiverSettings:
     max_body: int
     verbose: bool
     outage: Optional[Tuple[float, float]] = None  # (up seconds, down seconds), repeating
+    fault_poison: Optional[str] = None  # POSTs whose body holds this text get 500
 
 
 def _fault_kinds(text: str) -> Tuple[str, ...]:
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated faults to draw from: %s, or any 4xx/5xx status (default %s)"
                         % (",".join(FAULT_KINDS), ",".join(DEFAULT_RANDOM_KINDS)))
     parser.add_argument("--fault-seed", type=int, help="seed for reproducible faults")
+    parser.add_argument("--fault-poison", default=None, metavar="TEXT",
+                        help="answer 500 to every POST whose body contains TEXT, and serve the rest "
+                        "(a payload the platform can never store)")
     parser.add_argument("--retry-after", type=_positive_int, default=1, help="Retry-After seconds on 503/429 faults")
     parser.add_argument("--outage", type=_outage, metavar="UP:DOWN",
                         help="serve UP seconds, then refuse connections for DOWN seconds, repeating "
@@ -142,6 +146,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
+        fault_poison=ns.fault_poison or None,
     )
 
 
@@ -175,9 +180,9 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
         _check_file(s.certfile, "the certificate")
         _check_file(s.keyfile, "the private key")
     faults = None
-    if s.fault_rate > 0:
-        faults = FaultPlan.random(rate=s.fault_rate, kinds=s.fault_kinds, seed=s.fault_seed,
-                                  retry_after=s.retry_after)
+    if s.fault_rate > 0 or s.fault_poison:
+        faults = FaultPlan(rate=s.fault_rate, kinds=s.fault_kinds, seed=s.fault_seed, retry_after=s.retry_after,
+                           poison=s.fault_poison.encode("utf-8") if s.fault_poison else None)
     try:
         return start_twin(
             devices=devices, certfile=s.certfile, keyfile=s.keyfile, db_path=s.db_path, host=s.host,

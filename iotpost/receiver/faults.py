@@ -16,6 +16,10 @@ senders' retry, idempotency and spool logic can be tested against every way an a
   ``dribble_seconds`` (for client read timeouts).
 - any other 4xx/5xx status as three digits (``"422"``, ``"500"``, ``"401"``...): that status with a
   JSON error, not processed (``Retry-After`` only on 429 and 503).
+
+``FaultPlan.poison(b"marker")`` fails every POST whose body holds the marker (500 by default) and
+no other: a payload the platform can never store, like a TLINK push whose ``rawData`` is longer
+than the reference receiver's column, while every other payload gets through.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class FaultPlan:
         retry_after: Union[int, str] = 1,
         delay: float = 0.2,
         dribble_seconds: float = 0.5,
+        poison: Optional[bytes] = None,
+        poison_fault: str = "500",
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError("fault rate must be between 0 and 1, not %r" % rate)
@@ -81,6 +87,8 @@ class FaultPlan:
         self.retry_after = retry_after
         self.delay = delay
         self.dribble_seconds = dribble_seconds
+        self.poison = poison
+        self.poison_fault = check_kinds([poison_fault])[0] or "500"
         self._rng = _random.Random(seed)
         self._lock = threading.Lock()
         self._position = 0
@@ -103,11 +111,18 @@ class FaultPlan:
         """The next POSTs get these faults in order (None: answer normally); then no faults."""
         return cls(script=list(steps), **options)  # type: ignore[arg-type]
 
-    def draw(self) -> Optional[str]:
+    @classmethod
+    def poison(cls, marker: bytes, fault: str = "500", **options: object) -> "FaultPlan":
+        """Every POST whose body contains ``marker`` gets ``fault``; every other POST is served."""
+        return cls(poison=marker, poison_fault=fault, **options)  # type: ignore[arg-type]
+
+    def draw(self, body: Optional[bytes] = None) -> Optional[str]:
         """The fault for the POST being handled now (called once per POST by the twin)."""
         with self._lock:
             self._drawn += 1
-            if self._script is not None:
+            if self.poison is not None and body is not None and self.poison in body:
+                fault: Optional[str] = self.poison_fault
+            elif self._script is not None:
                 if self._position >= len(self._script):
                     return None
                 fault = self._script[self._position]
@@ -144,6 +159,8 @@ class FaultPlan:
             return self._script is not None and self._position >= len(self._script)
 
     def __repr__(self) -> str:
+        if self.poison is not None:
+            return "FaultPlan.poison(%r, %r)" % (self.poison, self.poison_fault)
         if self._script is not None:
             return "FaultPlan.script(%r)" % (self._script,)
         return "FaultPlan.random(rate=%r, kinds=%r)" % (self.rate, tuple(self._kinds))

@@ -72,7 +72,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self._lingering_close()
             return
         plan = twin.faults
-        fault = plan.draw() if (plan is not None and self.command == "POST") else None
+        fault = plan.draw(body) if (plan is not None and self.command == "POST") else None
         try:
             reply = self._answer(body, fault, plan)
         except (KeyboardInterrupt, SystemExit):
