@@ -5,3 +5,5 @@ modules in this package; see ARCHITECTURE.md for how data flows through them.
 """
 
 __version__ = "0.1.0"
+# No reading can be older than the release that stamps it: a clock before this date is not set.
+RELEASE_DATE = "2026-11-27"

@@ -33,6 +33,34 @@ class Environment:
         self.rand = rand or random.Random().random
 
 
+def earliest_plausible_time() -> float:
+    """Midnight UTC of this release's date: no real reading it stamps can be older."""
+    import datetime  # the payload modules import it anyway; time.strptime would pull in much more
+
+    from . import RELEASE_DATE
+
+    year, month, day = (int(part) for part in RELEASE_DATE.split("-"))
+    return datetime.datetime(year, month, day, tzinfo=datetime.timezone.utc).timestamp()
+
+
+def reading_time(env: "Environment") -> float:
+    """The wall clock for stamping a reading, refused (75) while the clock is plainly not set.
+
+    A Raspberry Pi without a real-time clock boots in 1970 (or at its last shutdown) until NTP
+    syncs; a reading stamped then is wrong forever, so it is better not taken now and taken by
+    the next run.
+    """
+    now = env.wall()
+    if now < earliest_plausible_time():
+        from .errors import ClockNotSet
+
+        raise ClockNotSet("the system clock is not set (it says %s), while stamping a reading"
+                          % time.strftime("%Y-%m-%d", time.gmtime(max(0.0, now))),
+                          hint="wait for NTP to set it (timedatectl, chronyc tracking) or set it by hand; "
+                          "readings that carry their own timestamp are sent as they are")
+    return now
+
+
 class SimulatedClock:
     """Time that passes only when slept: dry runs show the real schedule without waiting."""
 

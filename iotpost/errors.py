@@ -65,6 +65,10 @@ class SpoolFull(TransientError):
     """The disk under the spool is full: nothing already spooled is lost, but nothing new fits."""
 
 
+class ClockNotSet(TransientError):
+    """The system clock is before this release: a Pi without an RTC that has not synced NTP yet."""
+
+
 class Interrupted(IotPostError):
     """SIGINT or SIGTERM arrived; raised from the signal handler so blocking calls return at once."""
 

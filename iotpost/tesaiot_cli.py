@@ -20,7 +20,7 @@ from .cli_common import (CommonSettings, add_sending_arguments, common_settings,
                          make_reporter, send_all, spool_report)
 from .cli_run import run
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
-from .environment import Environment
+from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
 from .payloads import MedicalSignals, encode, iso_utc, make_payload
 from .profiles import TESAIOT, Credentials
@@ -85,7 +85,7 @@ def settings_from_args(argv: List[str]) -> TesaSettings:
 
 
 def _payload(device_id: str, item: DataItem, env: Environment) -> bytes:
-    return encode(make_payload(device_id, item.data, item.timestamp or iso_utc(env.wall())))
+    return encode(make_payload(device_id, item.data, item.timestamp or iso_utc(reading_time(env))))
 
 
 def body_source(s: TesaSettings, device_id: str):

@@ -20,7 +20,7 @@ from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_sec
 from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
                          make_reporter, send_all, spool_report)
 from .cli_run import run
-from .environment import Environment
+from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
 from .profiles import TLINK, Credentials
 from .schedule import paced
@@ -151,7 +151,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
             return
         gen = TlinkPushes(s.device_id, s.user_id, s.parent_user_id, s.sensors, seed=c.seed)
         for _ in paced(c.count, c.interval, c.period_min * 60, run_env.monotonic, run_env.sleep):
-            yield encode_push(gen.next(run_env.wall()))
+            yield encode_push(gen.next(reading_time(run_env)))
 
     creds = Credentials(hmac_secret=secret)
     return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, ctx)
