@@ -29,6 +29,21 @@ def install_signal_handlers() -> None:
         signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
+def _stderr_writer(redact: Redactor, timestamps: bool) -> Callable[[str], None]:
+    """The last lines of a run go out like every other line: redacted, stamped with --timestamps."""
+
+    def say(line: str) -> None:
+        if timestamps:
+            import time
+
+            from .output import local_iso
+
+            line = "%s %s" % (local_iso(time.time()), line)
+        sys.stderr.write(redact(line) + "\n")
+
+    return say
+
+
 def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], prog: str) -> int:
     """Call body(args, secrets) and turn whatever happens into an exit code and a few stderr lines.
 
@@ -38,24 +53,24 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     secrets: List[str] = []
+    say = _stderr_writer(Redactor(secrets), timestamps="--timestamps" in args)
     install_signal_handlers()
     try:
         return int(body(args, secrets))
     except Interrupted as exc:
-        sys.stderr.write("%s: %s\n" % (prog, exc.message))
+        say("%s: %s" % (prog, exc.message))
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("%s: interrupted by SIGINT\n" % prog)
+        say("%s: interrupted by SIGINT" % prog)
         return int(ExitStatus.SIGINT)
     except IotPostError as exc:
-        redact = Redactor(secrets)
-        sys.stderr.write(redact("%s: error: %s\n" % (prog, exc.message)))
+        say("%s: error: %s" % (prog, exc.message))
         if exc.hint:
-            sys.stderr.write(redact("%s: hint: %s\n" % (prog, exc.hint)))
+            say("%s: hint: %s" % (prog, exc.hint))
         if debug:
             import traceback
 
-            sys.stderr.write(redact(traceback.format_exc()))
+            sys.stderr.write(Redactor(secrets)(traceback.format_exc()))
         return int(exc.exit_code)
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -65,7 +80,7 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
             import traceback
 
             sys.stderr.write(redact(traceback.format_exc()))
-        sys.stderr.write(redact("%s: error: internal error: %s: %s\n" % (prog, exc.__class__.__name__, exc)))
+        say("%s: error: internal error: %s: %s" % (prog, exc.__class__.__name__, exc))
         if not debug:
-            sys.stderr.write("%s: hint: run again with --debug for the traceback, and report it\n" % prog)
+            say("%s: hint: run again with --debug for the traceback, and report it" % prog)
         return int(ExitStatus.INTERNAL)

@@ -28,6 +28,21 @@ def _silence(stream: IO[str]) -> None:
         pass
 
 
+def local_iso(epoch: float, milliseconds: bool = False) -> str:
+    """Local time in ISO 8601 with its UTC offset (2026-11-27T16:45:03+07:00): what a cron log needs.
+
+    Built from time.localtime rather than datetime, which a one-off send does not otherwise import.
+    """
+    import time
+
+    tm = time.localtime(epoch)
+    offset = tm.tm_gmtoff if tm.tm_gmtoff is not None else -time.timezone
+    sign = "+" if offset >= 0 else "-"
+    hours, minutes = divmod(abs(int(offset)) // 60, 60)
+    frac = ".%03d" % (int(epoch * 1000) % 1000) if milliseconds else ""
+    return "%s%s%s%02d:%02d" % (time.strftime("%Y-%m-%dT%H:%M:%S", tm), frac, sign, hours, minutes)
+
+
 class Redactor:
     """Replaces every known secret with [REDACTED] in any text on its way out.
 
@@ -96,15 +111,25 @@ class Reporter:
     """Formats events for people (text), for CI (json) or not at all (quiet)."""
 
     def __init__(self, prog: str, stdout: IO[str], stderr: IO[str], mode: str = "text",
-                 verbose: bool = False, secrets: Iterable[str] = ()) -> None:
+                 verbose: bool = False, secrets: Iterable[str] = (), timestamps: bool = False,
+                 clock: Optional[Callable[[], float]] = None) -> None:
         self.prog = prog
         self.stdout = stdout
         self.stderr = stderr
         self.mode = mode  # "text" | "json" | "quiet"
         self.verbose = verbose
         self.redact = Redactor(secrets)
+        self.timestamps = timestamps  # human lines start with the local time
+        if clock is None:
+            import time
 
-    def _write(self, stream: IO[str], line: str) -> None:
+            clock = time.time
+        self.clock = clock
+
+    def _write(self, stream: IO[str], line: str, stamp: bool = True) -> None:
+        if stamp and self.timestamps:
+            now = local_iso(self.clock())
+            line = "\n".join("%s %s" % (now, part) for part in line.split("\n"))
         try:
             stream.write(self.redact(line) + "\n")
             stream.flush()
@@ -123,11 +148,21 @@ class Reporter:
         return value
 
     def json_line(self, obj: dict) -> None:
-        self._write(self.stdout, json.dumps(self._redact_values(obj), ensure_ascii=False))
+        """One JSON Lines record; event records carry ``at``, the local time they were written."""
+        if "event" in obj and "at" not in obj:
+            obj = dict(obj, at=local_iso(self.clock(), milliseconds=True))
+        self._write(self.stdout, json.dumps(self._redact_values(obj), ensure_ascii=False), stamp=False)
 
     def info(self, line: str) -> None:
         """A plain result line on stdout (reports such as --spool-status)."""
         self._write(self.stdout, line)
+
+    def notice(self, message: str) -> None:
+        """A line worth reading even under --quiet (a backlog delivered after an outage)."""
+        if self.mode == "json":
+            self.json_line({"event": "notice", "message": message})
+        else:
+            self._write(self.stdout, "%s: %s" % (self.prog, message))
 
     def warn(self, message: str, loud: bool = False) -> None:
         """A warning on stderr; quiet mode keeps only the loud ones (data being dropped)."""
@@ -199,7 +234,8 @@ class Reporter:
             parts = ["%d accepted" % fields["accepted"], "%d attempted" % fields["attempted"],
                      "%d delivered" % fields["delivered"]]
             for name, label in (("failed", "failed"), ("rejected", "rejected"), ("retries", "retries"),
-                                ("input_errors", "bad input lines"), ("spooled", "left in spool"),
+                                ("input_errors", "bad input lines"),
+                                ("backlog_delivered", "from the backlog"), ("spooled", "left in spool"),
                                 ("undelivered", "not delivered"), ("dropped", "dropped from spool")):
                 if fields.get(name):
                     parts.append("%d %s" % (fields[name], label))

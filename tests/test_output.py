@@ -11,6 +11,7 @@ from iotpost.output import (
     Redactor,
     Reporter,
     SendRecord,
+    local_iso,
     redact_headers,
     short_message,
 )
@@ -66,11 +67,47 @@ class RedactorTest(unittest.TestCase):
             ("Authorization", REDACTED), ("Idempotency-Key", KEY)])
 
 
+class LocalIsoTest(unittest.TestCase):
+    def test_local_time_with_its_utc_offset(self) -> None:
+        import time
+
+        text = local_iso(1795797969.25)
+        self.assertRegex(text, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
+        tm = time.localtime(1795797969.25)
+        self.assertTrue(text.startswith(time.strftime("%Y-%m-%dT%H:%M:%S", tm)))
+        offset = tm.tm_gmtoff
+        self.assertTrue(text.endswith("%s%02d:%02d" % ("+" if offset >= 0 else "-", abs(offset) // 3600,
+                                                          abs(offset) // 60 % 60)))
+        self.assertRegex(local_iso(1795797969.25, milliseconds=True), r"T\d\d:\d\d:\d\d\.250[+-]")
+
+    @unittest.skipUnless(hasattr(__import__("time"), "tzset"), "time.tzset is POSIX only")
+    def test_a_known_zone(self) -> None:
+        import os
+        import time
+
+        old = os.environ.get("TZ")
+        self.addCleanup(time.tzset)
+        self.addCleanup(os.environ.__setitem__, "TZ", old) if old is not None else \
+            self.addCleanup(os.environ.pop, "TZ", None)
+        for zone, expected in (("Asia/Bangkok", "1970-01-01T07:00:00+07:00"), ("UTC", "1970-01-01T00:00:00+00:00"),
+                               ("America/St_Johns", "1969-12-31T20:30:00-03:30")):
+            with self.subTest(zone=zone):
+                os.environ["TZ"] = zone
+                time.tzset()
+                self.assertEqual(local_iso(0), expected)
+
+
 class ReporterTestCase(unittest.TestCase):
     def reporter(self, mode: str = "text", verbose: bool = False, secrets=tuple(SECRETS)) -> Reporter:
         self.out = io.StringIO()
         self.err = io.StringIO()
-        return Reporter("iotpost", self.out, self.err, mode=mode, verbose=verbose, secrets=secrets)
+        return Reporter("iotpost", self.out, self.err, mode=mode, verbose=verbose, secrets=secrets,
+                        clock=lambda: 1795797969.5)
+
+    def pop_at(self, doc: dict) -> dict:
+        """Every JSON event carries the local time it was written; check it, compare the rest."""
+        self.assertEqual(doc.pop("at"), local_iso(1795797969.5, milliseconds=True))
+        return doc
 
     def everything(self, r: Reporter, leak: str) -> None:
         """Call every method, each with the secret somewhere a server or user could put it."""
@@ -202,7 +239,7 @@ class JsonModeTest(ReporterTestCase):
     def test_send_fields(self) -> None:
         r = self.reporter("json")
         r.sent(record())
-        doc = json.loads(self.out.getvalue())
+        doc = self.pop_at(json.loads(self.out.getvalue()))
         self.assertEqual(doc, {"event": "send", "seq": 1, "ok": True, "status": 202, "latency_ms": 12.3,
                                "attempts": 1, "message": "accepted", "idempotency_key": KEY})
 
@@ -217,7 +254,7 @@ class JsonModeTest(ReporterTestCase):
         r = self.reporter("json")
         r.retrying(2, "timeout", 1.23456, 3, 4)
         r.summary({"accepted": 0, "exit_code": 75})
-        retry, summary = [json.loads(line) for line in self.out.getvalue().splitlines()]
+        retry, summary = [self.pop_at(json.loads(line)) for line in self.out.getvalue().splitlines()]
         self.assertEqual(retry, {"event": "retry", "seq": 2, "reason": "timeout", "delay_s": 1.235,
                                  "next_attempt": 3, "max_attempts": 4})
         self.assertEqual(summary, {"event": "summary", "accepted": 0, "exit_code": 75})
@@ -233,6 +270,28 @@ class JsonModeTest(ReporterTestCase):
         r = self.reporter("json")
         r.sent(record(message="temperature in °C"))
         self.assertIn("°C", self.out.getvalue())
+
+
+class TimestampsTest(ReporterTestCase):
+    def test_every_human_line_starts_with_the_time_and_json_is_untouched(self) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        r = Reporter("iotpost", out, err, verbose=True, timestamps=True, clock=lambda: 1795797969.5)
+        self.everything(r, "x")
+        stamp = local_iso(1795797969.5) + " "
+        lines = out.getvalue().splitlines() + err.getvalue().splitlines()
+        self.assertGreater(len(lines), 10)
+        for line in lines:
+            if not line.startswith("{"):  # json_line() output is for machines in every mode
+                self.assertTrue(line.startswith(stamp), line)
+        j = self.reporter("json")
+        j.timestamps = True
+        j.sent(record())
+        self.assertTrue(self.out.getvalue().startswith("{"))
+
+    def test_notice_prints_under_quiet(self) -> None:
+        r = self.reporter("quiet")
+        r.notice("delivered a backlog of 2 payload(s)")
+        self.assertEqual(self.out.getvalue(), "iotpost: delivered a backlog of 2 payload(s)\n")
 
 
 class QuietModeTest(ReporterTestCase):
