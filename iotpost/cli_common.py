@@ -201,7 +201,8 @@ def is_spool_command(s: CommonSettings) -> bool:
 
 
 def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[str]) -> Reporter:
-    return Reporter(prog, env.stdout, env.stderr, mode=s.output, verbose=s.verbose, secrets=secrets)
+    return Reporter(prog, env.stdout, env.stderr, mode=s.output, verbose=s.verbose, secrets=secrets,
+                    timestamps=s.timestamps, clock=env.wall)
 
 
 def spool_report(s: CommonSettings, reporter: Reporter, env: Environment) -> int:
@@ -235,6 +236,24 @@ def _print_status(status: dict, reporter: Reporter, output: str) -> None:
         if isinstance(value, dict):
             value = ", ".join("%s=%s" % kv for kv in sorted(value.items())) or "-"
         reporter.info("%s: %s" % (name, "-" if value is None else value))
+
+
+def backlog_line(count: int, oldest_age_s: float) -> str:
+    """One line for a cron log: a backlog went out after an outage, and how long it had waited."""
+    return "delivered a backlog of %d payload(s); the oldest had waited %s" % (count, human_age(oldest_age_s))
+
+
+def human_age(seconds: float) -> str:
+    """3 s, 12 min, 5 h 3 min, 2 d 4 h: coarse enough to read at a glance."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return "%d s" % seconds
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours < 1:
+        return "%d min" % minutes
+    if days < 1:
+        return "%d h %d min" % (hours, minutes % 60)
+    return "%d d %d h" % (days, hours % 24)
 
 
 def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target, bodies: Bodies) -> int:
@@ -282,19 +301,24 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         spool = MemorySpool()
     transport = Transport(target, ssl_context, s.timeout, cafile=ca_file)
     retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time, backoff_base=s.retry_backoff)
-    sender = Sender(transport, profile, creds, spool, retry, reporter, env)
+    sender = Sender(transport, profile, creds, spool, retry, reporter, env, dead_letter_after=s.dead_letter_after)
     started = env.monotonic()
-    bodies: Bodies = [] if s.flush_spool else make_bodies(env)
+    bodies: Optional[Bodies] = None if s.flush_spool else make_bodies(env)
     try:
-        result = sender.run(bodies, new_idempotency_key)
-    except Interrupted as exc:
-        sender.code = exc.exit_code
-        reporter.summary(sender.summary_fields(env.monotonic() - started))
-        raise
+        try:
+            result = sender.run(bodies, new_idempotency_key)
+        except Interrupted as exc:
+            sender.code = exc.exit_code
+            reporter.summary(sender.summary_fields(env.monotonic() - started))
+            raise
+        finally:
+            transport.close()
+        fields = sender.summary_fields(env.monotonic() - started)
+        reporter.summary(fields)
+        if s.output == "quiet" and fields["backlog_delivered"]:
+            reporter.notice(backlog_line(fields["backlog_delivered"], fields["backlog_oldest_age_s"] or 0.0))
     finally:
-        transport.close()
-    reporter.summary(sender.summary_fields(env.monotonic() - started))
-    spool.close()
+        spool.close()
     if result.error is not None and result.exit_code != ExitStatus.OK:
         raise result.error
     return int(result.exit_code)

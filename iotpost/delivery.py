@@ -13,16 +13,16 @@ and a reading that failed is tried again before the next one. Anything else stay
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Union
 
 from .environment import Environment
 from .errors import InputDataError, IotPostError, TransientError
-from .exitcodes import ExitStatus, for_http_status, is_payload_rejected, is_retryable_status, worst
+from .exitcodes import (ExitStatus, for_http_status, is_payload_rejected, is_retryable_status,
+                        means_platform_down, worst)
 from .output import Redactor, Reporter, SendRecord, short_message
 from .profiles import USER_AGENT, Credentials, Profile
 from .retry import RetryPolicy, parse_retry_after
 from .transport import Response, Transport
-
 
 
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
@@ -59,11 +59,27 @@ class RunResult(NamedTuple):
     records: List[SendRecord]
 
 
+class _Held(NamedTuple):
+    """A payload the platform failed (5xx) while the link worked: skipped for the rest of the run."""
+
+    item: object
+    seq: int
+    status: int
+    message: str
+    attempts: int
+
+
 class Sender:
-    """Owns one run's sending: spool, retries, output records and the exit code they add up to."""
+    """Owns one run's sending: spool, retries, output records and the exit code they add up to.
+
+    The exit code comes from where the payloads end up, not from the trouble on the way: a
+    payload that needed retries but arrived is a success; one left waiting is 75, one the
+    platform rejected (a dead letter) 65; credentials (77) and configuration (78) stop the run.
+    """
 
     def __init__(self, transport: Transport, profile: Profile, creds: Credentials, spool,
-                 retry: RetryPolicy, reporter: Reporter, env: Environment) -> None:
+                 retry: RetryPolicy, reporter: Reporter, env: Environment,
+                 dead_letter_after: int = 5) -> None:
         self.transport = transport
         self.profile = profile
         self.creds = creds
@@ -71,54 +87,78 @@ class Sender:
         self.retry = retry
         self.out = reporter
         self.env = env
+        self.dead_letter_after = dead_letter_after
         self.records: List[SendRecord] = []
         self._redact = Redactor(creds.secrets())
         self._seq_of: Dict[int, int] = {}  # spool id -> payload number in this run
+        self._new_ids: Set[int] = set()  # spool ids of payloads this run accepted (the rest is backlog)
+        self._held: Dict[int, _Held] = {}
         self.retries = 0
         self.accepted = 0
         self.input_errors = 0
-        self.code = ExitStatus.OK
+        self.delivered = 0
+        self.rejected = 0  # moved to the dead letters by this run
+        self.backlog_delivered = 0
+        self.backlog_oldest: Optional[float] = None  # wall-clock creation time of the oldest one
+        self.code = ExitStatus.OK  # the worst outcome that does not pass by itself
         self.error: Optional[IotPostError] = None
+        self._trouble: Optional[IotPostError] = None  # the last failure that may pass (75)
         self._stop = False
         self._link_down = False
 
-    def run(self, bodies: Iterable[Union[bytes, InputDataError]], new_key: Callable[[], str]) -> RunResult:
+    def run(self, bodies: Optional[Iterable[Union[bytes, InputDataError]]],
+            new_key: Callable[[], str]) -> RunResult:
         """Accept each new body, then send what is spooled, oldest first; keep the spool consistent.
 
-        A new body is spooled before the backlog is drained, so a backlog that cannot be sent
-        (a rotated key, an expired certificate) never costs this run its own reading.
+        ``bodies`` None is --flush-spool: the backlog alone. A new body is spooled before the
+        backlog is drained, so a backlog that cannot be sent (a rotated key, an expired
+        certificate) never costs this run its own reading.
         """
         first_bad: Optional[InputDataError] = None
-        produced = False
+        produced = 0
         try:
-            for body in bodies:
-                produced = True
+            for body in bodies if bodies is not None else ():
                 if isinstance(body, InputDataError):
                     self.input_errors += 1
                     first_bad = first_bad or body
                     self.out.error(body.message, body.hint)
                     continue
+                produced += 1
                 self.accept(body, new_key())
                 self.drain()
                 if self._stop:
                     break
-            if not produced:  # --flush-spool, or an empty input: the backlog alone
+            if not produced:  # --flush-spool, or an input without a reading: the backlog alone
                 self.drain()
+            self._settle_held()
         except BaseException:
             self._release_quietly()  # never let cleanup hide the error that got us here
             raise
         self.spool.release_all()
         if first_bad is not None:
             self._fail(InputDataError("%d input line(s) were invalid and skipped (the first: %s)"
-                                      % (self.input_errors, first_bad.message), hint=first_bad.hint), stop=False)
-        left = self.spool.unclaimed(self.profile.name, self.env.wall())  # not another live run's
-        if left and self.code in (ExitStatus.OK, ExitStatus.TEMPFAIL):
-            where = "kept in the spool for the next run" if self.spool.persistent else "not kept: no --spool"
-            cause = "; last error: %s" % self.error.message if self.error is not None else ""
-            self.error = TransientError("%d payload(s) not delivered (%s)%s" % (left, where, cause),
-                                        hint=self._pending_hint())
-            self.code = ExitStatus.TEMPFAIL
+                                      % (self.input_errors, first_bad.message), hint=first_bad.hint))
+        elif bodies is not None and not produced:
+            self._fail(InputDataError("the input held no reading, so nothing new was sent",
+                                      hint="check the command that feeds --data-file (a dead sensor prints "
+                                      "nothing); to send only the spool use --flush-spool"))
+        self._account_for_leftovers()
         return RunResult(self.code, self.error, self.records)
+
+    def _account_for_leftovers(self) -> None:
+        """Payloads still waiting make the run 75, whatever trouble was ridden out on the way."""
+        left = self.spool.unclaimed(self.profile.name, self.env.wall())  # not another live run's
+        if not left or self.code in (ExitStatus.NOPERM, ExitStatus.CONFIG):
+            return  # the error that stopped the run is the one to act on
+        where = "kept in the spool for the next run" if self.spool.persistent else "not kept: no --spool"
+        cause = "; last error: %s" % self._trouble.message if self._trouble is not None else ""
+        err = TransientError("%d payload(s) not delivered (%s)%s" % (left, where, cause),
+                             hint=self._trouble.hint if self._trouble is not None and self._trouble.hint
+                             else self._pending_hint())
+        if self.code is ExitStatus.OK:
+            self.error, self.code = err, ExitStatus.TEMPFAIL
+        else:
+            self.out.warn(err.message, loud=True)  # the worse error is printed last; this one is not lost
 
     def _release_quietly(self) -> None:
         try:
@@ -134,7 +174,8 @@ class Sender:
     def accept(self, body: bytes, key: str) -> None:
         """Spool a new payload (durably, with --spool) before any attempt to send it."""
         before = self.spool.dropped
-        self.spool.put(self.profile.name, body, key, self.env.wall())
+        item = self.spool.put(self.profile.name, body, key, self.env.wall())
+        self._new_ids.add(item.id)
         self.accepted += 1
         if self.spool.dropped > before:
             self.out.warn("spool is full (--spool-max): dropped %d oldest payload(s), %d this run"
@@ -174,6 +215,8 @@ class Sender:
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
             if delay is None:
+                if response is not None and not means_platform_down(response.status):
+                    return self._hold(item, seq, attempts, response, message, error)
                 self._settle(item, seq, attempts, response, message, error)
                 self._link_down = True  # stop draining this tick: the next payload would fail alike
                 return
@@ -195,15 +238,59 @@ class Sender:
 
         The spool first: if printing fails (a closed pipe), the spool is already right.
         """
+        now = self.env.wall()
         if error is None:
-            self.spool.ack(item)
+            self.spool.ack(item, now)
+            self.delivered += 1
+            if item.id not in self._new_ids:
+                self.backlog_delivered += 1
+                if self.backlog_oldest is None or item.created < self.backlog_oldest:
+                    self.backlog_oldest = item.created
         elif response is not None and is_payload_rejected(response.status):
-            self.spool.dead_letter(item, response.status, message, self.env.wall())
+            self.spool.dead_letter(item, response.status, message, now)
+            self.rejected += 1
         else:
-            self.spool.release(item, message, attempts)
+            self.spool.release(item, message, attempts, response.status if response else None, now)
         self._finish(item, seq, attempts, response, message, ok=error is None)
-        if error is not None:
-            self._fail(error, stop=error.exit_code is not ExitStatus.TEMPFAIL)
+        if error is None:
+            return
+        if error.exit_code is ExitStatus.TEMPFAIL:
+            self._trouble = error  # what is left at the end decides the exit code
+        else:
+            self._fail(error, stop=True)
+
+    def _hold(self, item, seq: int, attempts: int, response: Response, message: str,
+              error: Optional[IotPostError]) -> None:
+        """The platform answered but failed this payload: keep its claim, move on to the next one.
+
+        Whether that counts against the payload is decided at the end of the run, once we know
+        whether the platform accepted anything else (see _settle_held).
+        """
+        self._held[item.id] = _Held(item, seq, response.status, "%d %s" % (response.status, message), attempts)
+        self._finish(item, seq, attempts, response, message, ok=False)
+        self._trouble = error
+
+    def _settle_held(self) -> None:
+        """Count a failed run against each held payload if the platform was up; dead-letter repeat offenders."""
+        up = self.delivered > 0  # another payload got 2xx in this run: the failure is the payload's
+        now = self.env.wall()
+        for held in self._held.values():
+            runs = self.spool.mark_failed_run(held.item.id) if up else 0
+            if runs >= self.dead_letter_after:
+                self.spool.dead_letter(held.item, held.status, held.message, now)
+                self.rejected += 1
+                self._fail(self._dead_letter_error(held, runs))
+            else:
+                self.spool.release(held.item, held.message, held.attempts, held.status, now)
+        self._held.clear()
+
+    def _dead_letter_error(self, held: _Held, runs: int) -> IotPostError:
+        err = IotPostError("payload #%d failed in %d runs in which the platform accepted other payloads "
+                           "(last answer: %s); moved it to the dead letters" % (held.seq, runs, held.message),
+                           hint="--dead-letters shows it; --spool-requeue ID sends it again once the "
+                           "platform can take it")
+        err.exit_code = ExitStatus.DATA
+        return err
 
     def _finish(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 ok: bool) -> None:
@@ -212,7 +299,7 @@ class Sender:
         self.records.append(rec)
         self.out.sent(rec)
 
-    def _fail(self, err: IotPostError, stop: bool) -> None:
+    def _fail(self, err: IotPostError, stop: bool = False) -> None:
         """Remember the worst outcome; the first error of the winning kind is the one reported."""
         combined = worst(self.code, err.exit_code)
         if combined != self.code or self.error is None:
@@ -231,8 +318,12 @@ class Sender:
             "attempted": len(last),
             "delivered": delivered,
             "failed": failed,
+            "rejected": self.rejected,
             "retries": self.retries,
             "input_errors": self.input_errors,
+            "backlog_delivered": self.backlog_delivered,
+            "backlog_oldest_age_s": (round(self.env.wall() - self.backlog_oldest, 1)
+                                     if self.backlog_oldest is not None else None),
             "elapsed_s": round(elapsed, 3),
             "exit_code": int(self.code),
         }
@@ -242,4 +333,3 @@ class Sender:
         else:
             fields["undelivered"] = left
         return fields
-

@@ -44,6 +44,15 @@ def is_retryable_status(status: int) -> bool:
     return for_http_status(status) is ExitStatus.TEMPFAIL
 
 
+def means_platform_down(status: int) -> bool:
+    """The platform (or what stands in front of it) is not taking requests: an outage, not this payload.
+
+    A 500 may be the payload's own fault (a value its database cannot store), so it is not here:
+    a payload failing with it while the platform accepts others is eventually a dead letter.
+    """
+    return status in (408, 429, 502, 503, 504)
+
+
 def is_payload_rejected(status: int) -> bool:
     """The platform said the payload itself is invalid: resending it can never succeed."""
     return status in (400, 413, 415, 422)

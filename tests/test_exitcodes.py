@@ -11,6 +11,7 @@ from iotpost.exitcodes import (
     for_http_status,
     is_payload_rejected,
     is_retryable_status,
+    means_platform_down,
     worst,
 )
 
@@ -99,6 +100,15 @@ class PredicatesTest(unittest.TestCase):
         for status in (200, 201, 204, 301, 400, 401, 403, 404, 405, 409, 413, 415, 422):
             with self.subTest(status=status):
                 self.assertFalse(is_retryable_status(status))
+
+    def test_means_platform_down(self) -> None:
+        for status in (408, 429, 502, 503, 504):
+            with self.subTest(status=status):
+                self.assertTrue(means_platform_down(status))
+        # 500 and the rest may be this payload's fault: a dead letter if the platform takes others
+        for status in (200, 400, 401, 404, 422, 500, 501, 505, 507):
+            with self.subTest(status=status):
+                self.assertFalse(means_platform_down(status))
 
     def test_is_payload_rejected(self) -> None:
         for status in (400, 413, 415, 422):
