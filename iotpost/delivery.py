@@ -152,9 +152,9 @@ class Sender:
             return  # the error that stopped the run is the one to act on
         where = "kept in the spool for the next run" if self.spool.persistent else "not kept: no --spool"
         cause = "; last error: %s" % self._trouble.message if self._trouble is not None else ""
+        hints = [self._trouble.hint] if self._trouble is not None and self._trouble.hint else []
         err = TransientError("%d payload(s) not delivered (%s)%s" % (left, where, cause),
-                             hint=self._trouble.hint if self._trouble is not None and self._trouble.hint
-                             else self._pending_hint())
+                             hint="; ".join(hints + [self._pending_hint()]))
         if self.code is ExitStatus.OK:
             self.error, self.code = err, ExitStatus.TEMPFAIL
         else:
