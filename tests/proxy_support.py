@@ -34,12 +34,13 @@ class TestProxy(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
     def __init__(self, *, auth: Optional[Tuple[str, str]] = None, status: Optional[int] = None,
-                 refuse_status: int = 407, mitm: bool = False) -> None:
+                 refuse_status: int = 407, mitm: bool = False, echo_auth: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.auth = auth
         self.status = status  # answer every CONNECT with this status instead of tunnelling
         self.refuse_status = refuse_status  # what a missing/wrong Proxy-Authorization gets (407, or 401)
         self.mitm = mitm  # answer 200, then terminate TLS with a certificate from another CA
+        self.echo_auth = echo_auth  # a careless proxy: quote the Proxy-Authorization it got in its refusal
         self.requests: List[ProxyRequest] = []
         self._open: List[socket.socket] = []
         self._lock = threading.Lock()
@@ -102,8 +103,11 @@ class _Handler(socketserver.BaseRequestHandler):
             return self.answer(405, "Method Not Allowed")
         if self.server.auth is not None:
             expected = "Basic " + base64.b64encode(("%s:%s" % self.server.auth).encode("utf-8")).decode("ascii")
-            if headers.get("proxy-authorization") != expected:
-                return self.answer(self.server.refuse_status, "Proxy Authentication Required",
+            if headers.get("proxy-authorization") != expected or self.server.echo_auth:
+                reason = "Proxy Authentication Required"
+                if self.server.echo_auth:
+                    reason = "Bad credentials %s" % headers.get("proxy-authorization", "")
+                return self.answer(self.server.refuse_status, reason,
                                    "Proxy-Authenticate: Basic realm=\"test\"\r\n")
         if self.server.status is not None:
             return self.answer(self.server.status, "Refused By Test")
