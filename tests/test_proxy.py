@@ -236,7 +236,7 @@ class TunnelTests(unittest.TestCase):
         self.assertIn("not HTTP", cm.exception.message)
 
     def test_refusals_map_to_exit_codes(self):
-        for status, code in ((407, 77), (401, 77), (403, 77), (502, 75), (503, 75), (504, 75), (404, 75)):
+        for status, code in ((407, 77), (401, 77), (403, 77), (500, 75), (502, 75), (503, 75), (504, 75), (404, 75)):
             with self.subTest(status=status):
                 server = _OneShotServer(self, b"HTTP/1.1 %d Whatever\r\n\r\n" % status)
                 with self.assertRaises(IotPostError) as cm:
@@ -385,6 +385,14 @@ class SendThroughProxyTests(SenderTestCase):
         proc = self.send(self.bundle(twin), "--proxy", "http://user:wrong@%s" % proxy.where)
         self.assertEqual(proc.returncode, 77, proc.stderr)
         self.assertIn("proxy %s refused the proxy credentials (401" % proxy.where, proc.stderr)
+
+    def test_a_proxy_forbidding_the_tunnel_is_77_and_the_platform_name_is_resolved_by_the_proxy(self):
+        # tinyproxy answers "403 Access violation" to CONNECT on a port outside its ConnectPort list.
+        proxy = start_test_proxy(self)  # tunnels to loopback only, 403 otherwise
+        proc = self.send(self.bundle(None, url="https://tesaiot.invalid"), "--proxy", proxy.url)
+        self.assertEqual(proc.returncode, 77, proc.stderr)
+        self.assertIn("proxy %s does not allow a tunnel to the platform (403" % proxy.where, proc.stderr)
+        self.assertEqual(proxy.connects, ["tesaiot.invalid:443"])  # no local DNS lookup of the platform
 
     def test_unreachable_proxy_is_75_naming_the_proxy(self):
         twin = self.twin()
