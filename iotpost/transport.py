@@ -8,7 +8,9 @@ Usage::
 One connection serves the whole run (a TLS handshake on a Raspberry Pi costs more than the
 request). A kept-alive connection the server already closed is reopened and the request sent once
 more without counting as a retry. TLS failures while connecting are configuration errors (78);
-anything that breaks after the handshake may work next time (75).
+anything that breaks after the handshake may work next time (75). With a proxy configured
+(--proxy, HTTPS_PROXY), each connection is a CONNECT tunnel (iotpost.proxy) and TLS still runs end
+to end with the platform.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from iotpost.transport import Transport, proxy_configured
 from iotpost.transport import proxy_secrets as configured_secrets
 from tests.proxy_support import closed_port, start_test_proxy
 from tests.support import PROJECT_ROOT, TLINK, cli_env, run_cli
-from tests.test_e2e_sender import DEVICE, KEY, SenderTestCase
+from tests.test_e2e_sender import DEVICE, SenderTestCase
 from tests.twin_support import CERTDATA, client_context, start_test_twin
 
 PASSWORD = "p@ss"
