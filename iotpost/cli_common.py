@@ -299,7 +299,7 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         from .spool import MemorySpool
 
         spool = MemorySpool()
-    transport = Transport(target, ssl_context, s.timeout, cafile=ca_file)
+    transport = Transport(target, ssl_context, s.timeout, cafile=ca_file, proxy=s.proxy, noproxy=s.noproxy)
     retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time, backoff_base=s.retry_backoff)
     sender = Sender(transport, profile, creds, spool, retry, reporter, env, dead_letter_after=s.dead_letter_after)
     started = env.monotonic()

@@ -55,6 +55,12 @@ class TLSVerifyError(ConfigError):
     """The server's certificate could not be verified against the bundle's CA."""
 
 
+class ProxyAuthRefused(IotPostError):
+    """The HTTP proxy refused our credentials (407, or 401 from tinyproxy) or the tunnel itself (403)."""
+
+    exit_code = ExitStatus.NOPERM
+
+
 class TransientError(IotPostError):
     """The network or the platform failed in a way that may succeed later."""
 

@@ -10,6 +10,7 @@ the shared sender. See README.md for every flag and exit code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Union
@@ -129,6 +130,9 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
         return spool_report(c, reporter, env)
     bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url)
     secrets.append(bundle.api_key)  # the reporter redacts it from here on
+    from .transport import proxy_secrets
+
+    secrets.extend(proxy_secrets(c.proxy, os.environ))  # a proxy password, redacted the same way
     for warning in bundle.warnings:
         reporter.warn(warning)
     target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http)

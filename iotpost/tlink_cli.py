@@ -133,6 +133,9 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     secret = read_secret(s.secret_file, os.environ)
     if secret:
         secrets.append(secret.decode("utf-8", "replace"))  # the reporter redacts it from here on
+    from .transport import proxy_secrets
+
+    secrets.extend(proxy_secrets(c.proxy, os.environ))  # a proxy password, redacted the same way
     warning = key_permission_warning(s.secret_file) if s.secret_file is not None else None
     if warning:
         reporter.warn(warning)

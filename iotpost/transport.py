@@ -8,16 +8,19 @@ Usage::
 One connection serves the whole run (a TLS handshake on a Raspberry Pi costs more than the
 request). A kept-alive connection the server already closed is reopened and the request sent once
 more without counting as a retry. TLS failures while connecting are configuration errors (78);
-anything that breaks after the handshake may work next time (75).
+anything that breaks after the handshake may work next time (75). With a proxy configured
+(--proxy, HTTPS_PROXY), each connection is a CONNECT tunnel (iotpost.proxy) and TLS still runs end
+to end with the platform.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
@@ -26,6 +29,29 @@ from .tlsctx import explain_tls_failure
 MAX_RESPONSE_BYTES = 1 << 20
 # What a kept-alive connection the server already closed looks like when we use it again.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError)
+
+
+# curl's variables for an https:// URL, lower case first; iotpost.proxy reads them, this only asks.
+PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def proxy_configured(flag: Optional[str], environ: Mapping[str, str]) -> bool:
+    """True when --proxy or a proxy variable names a proxy: only then is iotpost.proxy imported."""
+    if flag is not None:
+        return bool(flag.strip())  # --proxy "" means direct, whatever the environment says (as curl)
+    return any(environ.get(name, "").strip() for name in PROXY_ENV)
+
+
+def proxy_secrets(flag: Optional[str], environ: Mapping[str, str]) -> List[str]:
+    """The password of the configured proxy in every form output could show, for the Redactor."""
+    if not proxy_configured(flag, environ):
+        return []
+    from .proxy import proxy_secrets as secrets_in
+
+    found: List[str] = []
+    for text in [flag] + [environ.get(name) for name in PROXY_ENV]:
+        found += secrets_in(text)
+    return found
 
 
 class Response(NamedTuple):
@@ -80,6 +106,9 @@ class Transport:
         timeout: float,
         cafile: Optional[Path] = None,
         clock: Callable[[], float] = time.perf_counter,
+        proxy: Optional[str] = None,
+        noproxy: Optional[str] = None,
+        environ: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.target = target
         self._ctx = ssl_context
@@ -87,6 +116,24 @@ class Transport:
         self._cafile = cafile
         self._clock = clock
         self._conn = None  # type: ignore[var-annotated]
+        self.proxy = None  # an iotpost.proxy.Proxy when connections go through a CONNECT tunnel
+        env = os.environ if environ is None else environ
+        # Plain http:// reaches this machine only (--allow-http): a proxy's "localhost" is not ours,
+        # and the key must not cross a network in clear text, so such URLs never use a proxy.
+        if target.scheme == "https" and proxy_configured(proxy, env):
+            from .proxy import choose_proxy  # only now: a direct send never loads proxy support
+
+            self.proxy = choose_proxy(target.host, proxy, noproxy, env)
+
+    def _connect_raw(self) -> socket.socket:
+        """A TCP socket connected to the target: directly, or through the CONNECT tunnel, with no TLS yet."""
+        t = self.target
+        if self.proxy is None:
+            return socket.create_connection((t.host, t.port), self._timeout)
+        from .profiles import USER_AGENT
+        from .proxy import open_tunnel
+
+        return open_tunnel(self.proxy, t.host, t.port, self._timeout, USER_AGENT)
 
     def _open(self):
         import http.client
@@ -99,15 +146,28 @@ class Transport:
                 conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
         except http.client.InvalidURL as exc:
             raise classify_network_error(exc, t, self._timeout) from None
+        # http.client makes its socket through this hook and wraps TLS (server_hostname = the
+        # platform's host) on top of what it returns, so even a reconnect it makes on its own
+        # goes through _connect_raw and the tunnel.
+        conn._create_connection = lambda address, timeout=None, source_address=None: self._connect_raw()
         try:
             conn.connect()
         except ssl.SSLError as exc:
             conn.close()
-            raise explain_tls_failure(exc, t.host, self._cafile) from None
+            raise self._tls_failure(exc) from None
         except Exception as exc:
             conn.close()
             raise classify_network_error(exc, t, self._timeout) from None
         return conn
+
+    def _tls_failure(self, exc: ssl.SSLError) -> IotPostError:
+        err = explain_tls_failure(exc, self.target.host, self._cafile)
+        if self.proxy is not None and isinstance(err, ConfigError):
+            # Through a tunnel the usual cause is a proxy that inspects TLS with its own certificate.
+            err.hint = ((err.hint + "; ") if err.hint else "") + (
+                "the connection goes through proxy %s: a proxy that intercepts TLS presents its own "
+                "certificate, so ask for this host to be exempt (TLS must be end to end)" % self.proxy.where)
+        return err
 
     def close(self) -> None:
         if self._conn is not None:

@@ -17,10 +17,15 @@ TLINK = PROJECT_ROOT / "tlink_push.py"
 RECEIVER = PROJECT_ROOT / "receiver.py"
 
 
+# A developer's own proxy settings would send the tests' loopback traffic to their proxy.
+PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
 def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment minus anything of ours a developer may have set in their shell."""
+    """The environment minus anything of ours, or any proxy, a developer may have set in their shell."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TESAIOT_", "IOTPOST_", "TLINK_")) and k != "PYTHONPATH"}
+           if not k.startswith(("TESAIOT_", "IOTPOST_", "TLINK_")) and k != "PYTHONPATH"
+           and k.lower() not in PROXY_VARS}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     if extra:
