@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from .console import write_safely
 from .profiles import SECRET_HEADERS
 
 REDACTED = "[REDACTED]"
@@ -52,13 +53,16 @@ def redact_headers(headers: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
 
 
 def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = lambda s: s) -> str:
-    """The server's own short message: JSON message/error, else the first line of text.
+    """The server's own short message: JSON message/error, an HTML page's title, else the first line of text.
 
-    ``redact`` runs before truncation, so a secret cut in half by the limit cannot leak its start,
-    and again after JSON decoding, which can turn an escaped secret (a JSON slash or unicode escape)
-    into plain text.
+    An HTML page (nginx, a load balancer, a captive portal) gives its ``<title>``, or "" (the caller
+    then uses the reason phrase): never markup. ``redact`` runs before truncation, so a secret cut in
+    half by the limit cannot leak its start, and again after JSON or HTML decoding, which can turn an
+    escaped secret (a JSON slash, a unicode escape, an HTML entity) into plain text.
     """
     text = redact(body.decode("utf-8", "replace")).strip()
+    if text.startswith("<"):
+        text = redact(_html_title(text))
     try:
         doc = json.loads(text) if text else None
     except (ValueError, RecursionError):
@@ -78,6 +82,19 @@ def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = 
     line = text.splitlines()[0] if text else ""
     line = "".join(ch if ch.isprintable() else " " for ch in line)
     return line[: limit - 3] + "..." if len(line) > limit else line
+
+
+def _html_title(markup: str) -> str:
+    """The ``<title>`` of an HTML (or other markup) body, unescaped, whitespace collapsed, without
+    a leading status code ("502 Bad Gateway" -> "Bad Gateway": the status is shown beside it)."""
+    import html
+    import re
+
+    match = re.search(r"<title[^>]*>(.*?)</title\s*>", markup, re.IGNORECASE | re.DOTALL)
+    if match is None:
+        return ""
+    title = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", match.group(1))).split())
+    return re.sub(r"^[1-5]\d\d\s+(?=\S)", "", title)
 
 
 class SendRecord(NamedTuple):
@@ -106,7 +123,7 @@ class Reporter:
 
     def _write(self, stream: IO[str], line: str) -> None:
         try:
-            stream.write(self.redact(line) + "\n")
+            write_safely(stream, self.redact(line) + "\n")  # a console that cannot encode "°" escapes it
             stream.flush()
         except BrokenPipeError:
             # The reader went away (``| head``): keep sending and spooling, stop printing there.
@@ -188,7 +205,8 @@ class Reporter:
             return
         lines = ["# dry run #%d: nothing is sent" % seq, "%s %s" % (method, url)]
         lines += ["%s: %s" % kv for kv in shown]
-        lines += ["", json.dumps(decoded, ensure_ascii=False, indent=2), ""]
+        # The body exactly as sent (generated bodies are ASCII JSON), so it can be replayed with curl.
+        lines += ["", body.decode("utf-8", "backslashreplace"), ""]
         for line in lines:
             self._write(self.stdout, line)
 

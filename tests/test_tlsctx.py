@@ -47,7 +47,7 @@ class ExplainTests(unittest.TestCase):
     def test_each_verification_failure_says_certificate_and_is_78(self):
         cases = {
             (20, "unable to get local issuer certificate"): "not signed by bundle/ca-chain.pem",
-            (62, "Hostname mismatch, certificate is not valid for 'platform.example'."): "not valid for host",
+            (62, "Hostname mismatch, certificate is not valid for 'platform.example'."): "name mismatch",
             (10, "certificate has expired"): "has expired",
             (9, "certificate is not yet valid"): "not yet valid",
         }
@@ -67,10 +67,18 @@ class ExplainTests(unittest.TestCase):
                 self.assertEqual(err.exit_code, ExitStatus.TEMPFAIL)
                 self.assertIn("during the TLS handshake", err.message)
 
-    def test_other_handshake_failures_are_config_errors(self):
-        err = explain_tls_failure(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "h", None)
-        self.assertEqual(err.exit_code, ExitStatus.CONFIG)
-        self.assertIn("TLS 1.2", err.hint)
+    def test_other_handshake_failures_are_config_errors_not_certificate_ones(self):
+        cases = {"[SSL: WRONG_VERSION_NUMBER] wrong version number": "did not answer in TLS",
+                 "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version": "older than 1.2",
+                 "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol": "older than 1.2",
+                 "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure": "TLS handshake with h failed"}
+        for text, words in cases.items():
+            with self.subTest(text=text):
+                err = explain_tls_failure(ssl.SSLError(1, text), "h", None)
+                self.assertEqual(err.exit_code, ExitStatus.CONFIG)
+                self.assertIn(words, err.message)
+                self.assertNotIn("certificate", err.message)  # no certificate was involved
+                self.assertIn("port", err.hint)
 
 
 if __name__ == "__main__":
