@@ -61,7 +61,7 @@ def classify_network_error(exc: BaseException, target: Target, timeout: float) -
         return TransientError("malformed HTTP response from %s (%s)" % (where, exc.__class__.__name__),
                               hint="a proxy or the server is misbehaving; retry later")
     if isinstance(exc, ssl.SSLError):
-        return TransientError("TLS connection to %s broke (%s)" % (where, exc.reason or exc),
+        return TransientError("TLS connection to %s broke (%s)" % (where, getattr(exc, "reason", None) or exc),
                               hint="the link dropped mid-request; it is retried")
     if isinstance(exc, OSError):
         return TransientError("network error talking to %s (%s)" % (where, exc.strerror or exc),
