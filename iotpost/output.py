@@ -60,7 +60,7 @@ def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = 
     half by the limit cannot leak its start, and again after JSON or HTML decoding, which can turn an
     escaped secret (a JSON slash, a unicode escape, an HTML entity) into plain text.
     """
-    text = redact(body.decode("utf-8", "replace")).strip()
+    text = redact(body.decode("utf-8", "replace")).strip().lstrip("\ufeff")
     if text.startswith("<"):
         text = redact(_html_title(text))
     try:
