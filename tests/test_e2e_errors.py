@@ -120,6 +120,21 @@ class NameMismatchTests(Case):
         self.assertOneErrorLine(proc, "IP address 127.0.0.2", "valid only for localhost, 127.0.0.1, ::1")
 
 
+class CaFileTests(Case):
+    def test_post_https_sample_takes_ca_file_and_then_needs_no_bundle_ca(self):
+        twin = start_test_twin(self)
+        bundle = self.bundle(twin.url)
+        (bundle / "ca-chain.pem").unlink()
+        proc = run_cli(SENDER, "--certs-dir", bundle)
+        self.assertEqual(proc.returncode, 66, proc.stderr)
+        proc = run_cli(SENDER, "--certs-dir", bundle, "--ca-file", CA_PEM)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        proc = run_cli(SENDER, "--certs-dir", bundle, "--ca-file", CERTDATA / "other-ca.pem")
+        self.assertEqual(proc.returncode, 78, proc.stderr)
+        self.assertOneErrorLine(proc, "not signed by", "other-ca.pem")
+        self.assertIn("--ca-file", proc.stderr)
+
+
 class ProtocolTests(Case):
     def test_a_server_offering_only_tls_1_1_is_not_a_certificate_problem(self):
         try:
