@@ -140,7 +140,13 @@ class Reporter:
         return value
 
     def json_line(self, obj: dict) -> None:
-        self._write(self.stdout, json.dumps(self._redact_values(obj), ensure_ascii=False))
+        value = self._redact_values(obj)
+        text = json.dumps(value, ensure_ascii=False)
+        try:
+            text.encode(getattr(self.stdout, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):  # \u escapes: _write's \xb0 fallback is not JSON
+            text = json.dumps(value, ensure_ascii=True)
+        self._write(self.stdout, text)
 
     def info(self, line: str) -> None:
         """A plain result line on stdout (reports such as --spool-status)."""

@@ -204,6 +204,12 @@ class EncodingTests(Case):
                     compact = json.dumps(json.loads(body[0]), ensure_ascii=True, separators=(",", ":"))
                     self.assertEqual(body[0], compact)  # compact, as sent: not re-pretty-printed
 
+    def test_json_lines_stay_valid_json_on_an_ascii_console(self):
+        out, err, code = self.run_on("ascii", TLINK, "--ca-file", CA_PEM, "--dry-run", "--json")
+        self.assertEqual(code, 0, err)
+        record = json.loads(out.splitlines()[0])
+        self.assertEqual(record["body"]["sensorsDates"][0]["unit"], "\u00b0C")
+
     def test_help_and_errors_with_characters_the_console_cannot_encode(self):
         out, err, code = self.run_on("ascii", TLINK, "--help")
         self.assertEqual(code, 0)

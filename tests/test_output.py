@@ -282,7 +282,7 @@ class ShortMessageTest(unittest.TestCase):
 
     def test_plain_text_first_line(self) -> None:
         self.assertEqual(short_message(b"\n  Bad Gateway\nnginx/1.25\n"), "Bad Gateway")
-        self.assertEqual(short_message(b"<html><body>502</body></html>"), "")  # never markup: the caller shows the reason
+        self.assertEqual(short_message(b"<html><body>502</body></html>"), "")  # never markup: the reason is shown
 
     def test_empty(self) -> None:
         self.assertEqual(short_message(b""), "")
