@@ -94,7 +94,7 @@ def _html_title(markup: str) -> str:
     if match is None:
         return ""
     title = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", match.group(1))).split())
-    return re.sub(r"^[1-5]\d\d\s+(?=\S)", "", title)
+    return re.sub(r"^[1-5]\d\d(?:\s*[-:\u2013|]\s*|\s+)(?=\S)", "", title)
 
 
 class SendRecord(NamedTuple):
