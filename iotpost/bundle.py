@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError, CredentialMissing
 
@@ -22,7 +22,7 @@ DEVICE_ID_FILE = "device_id.txt"
 API_KEY_FILE = "api_key.txt"
 CA_FILE = "ca-chain.pem"
 ENDPOINTS_FILE = "endpoints.json"
-DEFAULT_BASE_URL = "https://tesaiot.com"
+ENDPOINT_KEYS = ("ingest_base_url", "api_base_url")  # read in this order
 CERTS_DIR_ENV = "TESAIOT_CERTS_DIR"
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -92,8 +92,28 @@ def parse_api_key(text: str, source: str) -> str:
     return value
 
 
-def parse_endpoints(text: str, source: str) -> str:
-    """The base URL from endpoints.json: ingest_base_url, else api_base_url, else the platform's."""
+def _near_key(name: str) -> Optional[str]:
+    """The key we read that ``name`` is probably a misspelling of ("ingestBaseUrl", "ingest_base_ur1").
+
+    The bar is high (difflib ratio 0.9 after folding case, '-' and camelCase) so the other keys a
+    real bundle may carry (an MQTT host, an mTLS URL) are never warned about on every run.
+    """
+    import difflib
+
+    folded = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip()).lower().replace("-", "_").replace(" ", "_")
+    if folded in ENDPOINT_KEYS:
+        return folded
+    close = difflib.get_close_matches(folded, ENDPOINT_KEYS, n=1, cutoff=0.9)
+    return close[0] if close else None
+
+
+def parse_endpoints(text: str, source: str, warnings: Optional[List[str]] = None) -> str:
+    """The base URL from endpoints.json: ingest_base_url, else api_base_url.
+
+    A file with neither is an error naming the keys it does have (a misspelled key must not send
+    data to some default platform); a key that looks like a misspelling of one we read is warned
+    about (appended to ``warnings``) even when another usable key is present.
+    """
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -104,15 +124,30 @@ def parse_endpoints(text: str, source: str) -> str:
     if not isinstance(doc, dict):
         raise ConfigError("%s must be a JSON object, while loading the credential bundle" % source,
                           hint=_DOWNLOAD_HINT)
-    for name in ("ingest_base_url", "api_base_url"):
+    near = {key: _near_key(key) for key in doc if key not in ENDPOINT_KEYS}
+    near = {key: known for key, known in near.items() if known}
+    url = None
+    for name in ENDPOINT_KEYS:
         value = doc.get(name)
         if value is None or value == "":
             continue
         if not isinstance(value, str):
             raise ConfigError("%s: %s must be a string URL, while loading the credential bundle"
                               % (source, name), hint=_DOWNLOAD_HINT)
-        return value.strip()
-    return DEFAULT_BASE_URL
+        url = url or value.strip()
+    if url is None:
+        keys = ", ".join(sorted(doc)) or "no keys at all"
+        guesses = "; ".join('"%s" should be "%s"' % kv for kv in sorted(near.items()))
+        raise ConfigError(
+            "%s sets none of the keys we read (%s), only: %s, while loading the credential bundle"
+            % (source, ", ".join(ENDPOINT_KEYS), keys),
+            hint=(guesses + "; or " if guesses else "") + 'set "ingest_base_url": "https://..." there, or pass '
+            "--base-url; " + _DOWNLOAD_HINT,
+        )
+    if warnings is not None:
+        for key, known in sorted(near.items()):
+            warnings.append('%s: key "%s" is not read; did you mean "%s"? (using %s)' % (source, key, known, url))
+    return url
 
 
 def read_secret_file(path: Path, what: str) -> bytes:
@@ -151,6 +186,7 @@ def load_bundle(
     certs_dir: Path,
     device_id: Optional[str] = None,
     base_url: Optional[str] = None,
+    ca_file: Optional[Path] = None,
 ) -> Bundle:
     """Read and check every file of the bundle; overrides skip the file they replace."""
     certs_dir = Path(certs_dir)
@@ -170,19 +206,23 @@ def load_bundle(
         device = parse_device_id(_read_text(path, "the device id"), str(path))
     key_path = certs_dir / API_KEY_FILE
     api_key = parse_api_key(_read_text(key_path, "the API key"), str(key_path))
-    ca_file = certs_dir / CA_FILE
-    _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
+    if ca_file is None:
+        ca_file = certs_dir / CA_FILE
+        _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
+    warnings: List[str] = []
     if base_url is None:
         path = certs_dir / ENDPOINTS_FILE
-        url = parse_endpoints(_read_text(path, "the platform's endpoints"), str(path))
+        url = parse_endpoints(_read_text(path, "the platform's endpoints"), str(path), warnings)
     else:
         url = base_url.strip()
     warning = key_permission_warning(key_path)
+    if warning:
+        warnings.append(warning)
     return Bundle(
         certs_dir=certs_dir,
         device_id=device,
         api_key=api_key,
-        ca_file=ca_file,
+        ca_file=Path(ca_file),
         base_url=url,
-        warnings=(warning,) if warning else (),
+        warnings=tuple(warnings),
     )

@@ -22,14 +22,20 @@ from .exitcodes import (ExitStatus, for_http_status, is_payload_rejected, is_ret
 from .output import Redactor, Reporter, SendRecord, short_message
 from .profiles import USER_AGENT, Credentials, Profile
 from .retry import RetryPolicy, parse_retry_after
+from .target import GENERIC_NAMES, SettingNames
 from .transport import Response, Transport
 
 
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
-                       location: Optional[str] = None, auth_hint: str = "check the credentials") -> IotPostError:
-    """The one-line error, exit code and hint for a final non-2xx answer."""
+                       location: Optional[str] = None, auth_hint: str = "check the credentials",
+                       names: SettingNames = GENERIC_NAMES) -> IotPostError:
+    """The one-line error, exit code and hint for a final non-2xx answer.
+
+    ``names`` (the command's Profile.names) words the hints in that command's own flags.
+    """
     code = for_http_status(status)
-    said = "%d %s%s" % (status, reason, ": " + message if message and message != reason else "")
+    plain = message in ("", reason, "%d %s" % (status, reason))  # an HTML page's title often is just that
+    said = "%d %s%s" % (status, reason, "" if plain else ": " + message)
     if status == 401:
         err = IotPostError("the platform rejected the credentials (%s), while sending payload #%d" % (said, seq),
                            hint=auth_hint)
@@ -39,10 +45,10 @@ def error_for_response(status: int, reason: str, message: str, url: str, seq: in
     elif 300 <= status < 400:
         err = IotPostError("%s redirects (%s) to %s, while sending payload #%d"
                            % (url, said, location or "?", seq),
-                           hint="a POST is never redirected: put the final URL in endpoints.json or --base-url")
+                           hint="a POST is never redirected: put the final URL in %s" % names.url)
     elif status in (404, 405):
         err = IotPostError("%s is not a telemetry endpoint (%s), while sending payload #%d" % (url, said, seq),
-                           hint="check --base-url / endpoints.json and --endpoint")
+                           hint="check %s%s" % (names.url, " and " + names.endpoint if names.endpoint else ""))
     elif code is ExitStatus.DATA:
         err = IotPostError("the platform rejected payload #%d (%s)" % (seq, said),
                            hint="check the payload (--dry-run shows it); with --spool it is kept as a dead letter")
@@ -230,7 +236,7 @@ class Sender:
         if 200 <= response.status < 300:
             return None
         return error_for_response(response.status, response.reason, message, self.transport.target.url, seq,
-                                  response.headers.get("location"), self.profile.auth_hint)
+                                  response.headers.get("location"), self.profile.auth_hint, self.profile.names)
 
     def _settle(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 error: Optional[IotPostError]) -> None:

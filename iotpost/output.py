@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from .console import write_safely
 from .profiles import SECRET_HEADERS
 
 REDACTED = "[REDACTED]"
@@ -67,13 +68,16 @@ def redact_headers(headers: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
 
 
 def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = lambda s: s) -> str:
-    """The server's own short message: JSON message/error, else the first line of text.
+    """The server's own short message: JSON message/error, an HTML page's title, else the first line of text.
 
-    ``redact`` runs before truncation, so a secret cut in half by the limit cannot leak its start,
-    and again after JSON decoding, which can turn an escaped secret (a JSON slash or unicode escape)
-    into plain text.
+    An HTML page (nginx, a load balancer, a captive portal) gives its ``<title>``, or "" (the caller
+    then uses the reason phrase): never markup. ``redact`` runs before truncation, so a secret cut in
+    half by the limit cannot leak its start, and again after JSON or HTML decoding, which can turn an
+    escaped secret (a JSON slash, a unicode escape, an HTML entity) into plain text.
     """
-    text = redact(body.decode("utf-8", "replace")).strip()
+    text = redact(body.decode("utf-8", "replace")).strip().lstrip("\ufeff")
+    if text.startswith("<"):
+        text = redact(_html_title(text))
     try:
         doc = json.loads(text) if text else None
     except (ValueError, RecursionError):
@@ -93,6 +97,19 @@ def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = 
     line = text.splitlines()[0] if text else ""
     line = "".join(ch if ch.isprintable() else " " for ch in line)
     return line[: limit - 3] + "..." if len(line) > limit else line
+
+
+def _html_title(markup: str) -> str:
+    """The ``<title>`` of an HTML (or other markup) body, unescaped, whitespace collapsed, without
+    a leading status code ("502 Bad Gateway" -> "Bad Gateway": the status is shown beside it)."""
+    import html
+    import re
+
+    match = re.search(r"<title[^>]*>(.*?)</title\s*>", markup, re.IGNORECASE | re.DOTALL)
+    if match is None:
+        return ""
+    title = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", match.group(1))).split())
+    return re.sub(r"^[1-5]\d\d(?:\s*[-:\u2013|]\s*|\s+)(?=\S)", "", title)
 
 
 class SendRecord(NamedTuple):
@@ -131,7 +148,7 @@ class Reporter:
             now = local_iso(self.clock())
             line = "\n".join("%s %s" % (now, part) for part in line.split("\n"))
         try:
-            stream.write(self.redact(line) + "\n")
+            write_safely(stream, self.redact(line) + "\n")  # a console that cannot encode "°" escapes it
             stream.flush()
         except BrokenPipeError:
             # The reader went away (``| head``): keep sending and spooling, stop printing there.
@@ -151,7 +168,13 @@ class Reporter:
         """One JSON Lines record; event records carry ``at``, the local time they were written."""
         if "event" in obj and "at" not in obj:
             obj = dict(obj, at=local_iso(self.clock(), milliseconds=True))
-        self._write(self.stdout, json.dumps(self._redact_values(obj), ensure_ascii=False), stamp=False)
+        value = self._redact_values(obj)
+        text = json.dumps(value, ensure_ascii=False)
+        try:
+            text.encode(getattr(self.stdout, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):  # \u escapes: _write's \xb0 fallback is not JSON
+            text = json.dumps(value, ensure_ascii=True)
+        self._write(self.stdout, text, stamp=False)
 
     def info(self, line: str) -> None:
         """A plain result line on stdout (reports such as --spool-status)."""
@@ -223,7 +246,8 @@ class Reporter:
             return
         lines = ["# dry run #%d: nothing is sent" % seq, "%s %s" % (method, url)]
         lines += ["%s: %s" % kv for kv in shown]
-        lines += ["", json.dumps(decoded, ensure_ascii=False, indent=2), ""]
+        # The body exactly as sent (generated bodies are ASCII JSON), so it can be replayed with curl.
+        lines += ["", body.decode("utf-8", "backslashreplace"), ""]
         for line in lines:
             self._write(self.stdout, line)
 

@@ -70,8 +70,9 @@ def make_payload(device_id: str, data: Json, timestamp: str) -> Json:
 
 
 def encode(payload: Json) -> bytes:
-    """Compact UTF-8 JSON; non-ASCII kept as is (the unit °C) since the platform reads UTF-8."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact ASCII JSON: non-ASCII (the unit °C) as \\u escapes, which every JSON parser reads back the
+    same, so the body printed by --dry-run is the exact bytes sent on any console."""
+    return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _walk(rng: random.Random, value: float, step: float, low: float, high: float) -> float:

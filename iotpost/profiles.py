@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from . import __version__
+from .target import SettingNames
 
 USER_AGENT = "iotpost/%s" % __version__
 
@@ -42,6 +43,8 @@ class Profile(NamedTuple):
     content_type: str = "application/json"
     # What to check when the platform answers 401/403: the credential differs per platform.
     auth_hint: str = "check the credentials"
+    # How the command for this platform names its URL and CA settings (hints name only real flags).
+    names: SettingNames = SettingNames(url="the URL", ca="the CA file")
 
     def headers(self, body: bytes, idempotency_key: str, creds: Credentials) -> Headers:
         """Every header a send carries; the same key on every attempt of one payload."""
@@ -73,10 +76,13 @@ def _tlink_auth(body: bytes, creds: Credentials) -> Headers:
 
 TESAIOT = Profile("tesaiot", "/api/v1/telemetry", _api_key_header("X-API-KEY"),
                   auth_hint="check api_key.txt and device_id.txt: are they this device's current pair? "
-                  "download the bundle again if the key was rotated")
+                  "download the bundle again if the key was rotated",
+                  names=SettingNames(url="--base-url / endpoints.json", ca="--ca-file / the bundle's ca-chain.pem",
+                                     endpoint="--endpoint"))
 TLINK = Profile("tlink", "/api/webhooks/tlink", _tlink_auth,
                 auth_hint="check --secret-file / TLINK_WEBHOOK_SECRET: it must be the webhook's shared "
-                "secret (a webhook that checks signatures rejects unsigned pushes)")
+                "secret (a webhook that checks signatures rejects unsigned pushes)",
+                names=SettingNames(url="--url / $TLINK_WEBHOOK_URL", ca="--ca-file / the bundle's ca-chain.pem"))
 PROFILES = {p.name: p for p in (TESAIOT, TLINK)}
 
 # Header names whose values are secrets and are always shown redacted.

@@ -8,7 +8,7 @@ must never cross a network in clear text, but a developer's local server may lac
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -16,11 +16,24 @@ from .errors import ConfigError
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
+class SettingNames(NamedTuple):
+    """How one command's user sets the URL and the CA, so a hint names only flags that command has."""
+
+    url: str  # "--base-url / endpoints.json"
+    ca: str  # "--ca-file / the bundle's ca-chain.pem"
+    endpoint: Optional[str] = None  # "--endpoint", for commands that take the path separately
+
+
+# For callers that do not say which command they serve: names no flag at all.
+GENERIC_NAMES = SettingNames(url="the URL", ca="the CA file")
+
+
 class Target(NamedTuple):
     scheme: str
     host: str
     port: int
     path: str
+    names: SettingNames = GENERIC_NAMES  # for hints only; not part of where requests go
 
     @property
     def netloc(self) -> str:
@@ -50,18 +63,22 @@ def _has_unsafe_chars(text: str) -> bool:
     return any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
 
 
-def join_path(base_path: str, endpoint: str) -> str:
+def join_path(base_path: str, endpoint: str, names: SettingNames = GENERIC_NAMES) -> str:
     """Join a base URL's path prefix (a reverse-proxy mount) and the endpoint path."""
     if endpoint.lower().startswith(("http://", "https://")):
-        raise ConfigError("--endpoint takes a path such as /api/v1/telemetry, not a URL",
-                          hint="put the scheme and host in --base-url")
+        raise ConfigError("%s takes a path such as /api/v1/telemetry, not a URL" % (names.endpoint or "the endpoint"),
+                          hint="put the scheme and host in %s" % names.url)
     if not endpoint:
         return base_path or "/"
     return base_path.rstrip("/") + "/" + endpoint.lstrip("/")
 
 
-def parse_target(base_url: str, endpoint: str, allow_http: bool = False) -> Target:
-    """Validate the URL; refuse anything that would send credentials unverified."""
+def parse_target(base_url: str, endpoint: str, allow_http: bool = False,
+                 names: SettingNames = GENERIC_NAMES) -> Target:
+    """Validate the URL; refuse anything that would send credentials unverified.
+
+    ``names`` says how this command's user sets the URL; hints use it and the Target carries it on.
+    """
     try:
         parts = urlsplit(base_url)
         port = parts.port
@@ -72,7 +89,7 @@ def parse_target(base_url: str, endpoint: str, allow_http: bool = False) -> Targ
     if scheme not in ("https", "http") or not host:
         raise ConfigError(
             "base URL %r is not an https:// URL, while checking the platform URL" % base_url,
-            hint="it should look like https://tesaiot.com (check endpoints.json or --base-url)",
+            hint="it should look like https://tesaiot.com (check %s)" % names.url,
         )
     if _has_unsafe_chars(base_url.strip()) or _has_unsafe_chars(endpoint):
         raise ConfigError("URL %r has spaces or control characters" % (base_url + endpoint),
@@ -94,8 +111,8 @@ def parse_target(base_url: str, endpoint: str, allow_http: bool = False) -> Targ
                 hint="use https:// for any other host",
             )
     endpoint_path, _, endpoint_query = endpoint.partition("?")
-    path = join_path(parts.path, endpoint_path)
+    path = join_path(parts.path, endpoint_path, names)
     query = "&".join(q for q in (parts.query, endpoint_query) if q)
     if query:
         path += "?" + query
-    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
+    return Target(scheme, host, port or (443 if scheme == "https" else 80), path, names)

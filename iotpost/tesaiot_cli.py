@@ -9,17 +9,18 @@ the shared sender. See README.md for every flag and exit code.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Union
 
 from . import __version__
+from .argparser import ArgumentParser
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
 from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
                          make_reporter, send_all, spool_report)
 from .cli_run import run
+from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
@@ -37,13 +38,14 @@ class TesaSettings(NamedTuple):
     base_url: Optional[str]
     endpoint: str
     device_id: Optional[str]
+    ca_file: Optional[Path]
     data: Optional[str]
     data_file: Optional[str]
     common: CommonSettings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog=PROG,
         description="Send telemetry to the TESAIoT platform over verified HTTPS (Server-TLS, X-API-KEY).",
         epilog="exit codes: 0 delivered, 2 usage, 65 bad data/rejected payload, 66 credential file "
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--endpoint", default=TESAIOT.endpoint, metavar="PATH",
                    help="API endpoint path (default: %s)" % TESAIOT.endpoint)
     b.add_argument("--device-id", default=None, metavar="ID", help="override the device id (default: device_id.txt)")
+    b.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+                   help="CA that verifies the platform's server (default: the bundle's ca-chain.pem, "
+                   "which is then not needed)")
     d = p.add_argument_group("data (default: generated medical sample)")
     src = d.add_mutually_exclusive_group()
     src.add_argument("--data", default=None, metavar="JSON", help="a JSON object to send as `data`")
@@ -79,6 +84,7 @@ def settings_from_args(argv: List[str]) -> TesaSettings:
         base_url=ns.base_url,
         endpoint=ns.endpoint,
         device_id=ns.device_id,
+        ca_file=ns.ca_file,
         data=ns.data,
         data_file=ns.data_file,
         common=common,
@@ -122,20 +128,21 @@ def body_source(s: TesaSettings, device_id: str):
 
 
 def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None) -> int:
+    protect_std_streams()  # an ascii or cp874 console must not crash a run (argparse's help included)
     s = settings_from_args(argv)
     c = s.common
     env = env or Environment()
     reporter = make_reporter(PROG, c, env, secrets)
     if is_spool_command(c):
         return spool_report(c, reporter, env)
-    bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url)
+    bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url, ca_file=s.ca_file)
     secrets.append(bundle.api_key)  # the reporter redacts it from here on
     from .transport import proxy_secrets
 
     secrets.extend(proxy_secrets(c.proxy, os.environ))  # a proxy password, redacted the same way
     for warning in bundle.warnings:
         reporter.warn(warning)
-    target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http)
+    target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http, names=TESAIOT.names)
     from .tlsctx import build_ssl_context
 
     ctx = build_ssl_context(bundle.ca_file)  # a bad CA file fails here, before anything is sent

@@ -130,7 +130,8 @@ class TlinkPushes:
 
 
 def encode_push(push: Dict[str, Any]) -> bytes:
-    return json.dumps(push, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact ASCII JSON (``°C`` as ``\\u00b0C``): what --dry-run prints is what is signed and sent."""
+    return json.dumps(push, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def load_replay(data: bytes, name: str) -> List[bytes]:

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from . import __version__
+from .argparser import ArgumentParser
 from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
 from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
                          make_reporter, send_all, spool_report)
 from .cli_run import run
+from .console import protect_std_streams
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
 from .profiles import TLINK, Credentials
@@ -53,8 +55,8 @@ def _sensor(text: str) -> SensorSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog=PROG,
         description="Send TLINK push-protocol payloads to a webhook over verified HTTPS, signed with "
         "HMAC-SHA256 (X-TLink-Signature) when a secret is set.",
@@ -124,6 +126,7 @@ def _read_replay(name: str, env: Environment) -> List[bytes]:
 
 
 def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None) -> int:
+    protect_std_streams()  # an ascii or cp874 console must not crash a run (argparse's help included)
     s = settings_from_args(argv)
     c = s.common
     env = env or Environment()
@@ -139,7 +142,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     warning = key_permission_warning(s.secret_file) if s.secret_file is not None else None
     if warning:
         reporter.warn(warning)
-    target = parse_target(s.url, "", allow_http=c.allow_http)
+    target = parse_target(s.url, "", allow_http=c.allow_http, names=TLINK.names)
     from .tlsctx import build_ssl_context
 
     ctx = build_ssl_context(s.ca_file) if target.scheme == "https" else None

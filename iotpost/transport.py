@@ -70,7 +70,7 @@ def classify_network_error(exc: BaseException, target: Target, timeout: float) -
     if isinstance(exc, IotPostError):
         return exc
     if isinstance(exc, http.client.InvalidURL):
-        return ConfigError("URL %s is not usable (%s)" % (target.url, exc), hint="check --base-url / endpoints.json")
+        return ConfigError("URL %s is not usable (%s)" % (target.url, exc), hint="check %s" % target.names.url)
     if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):
         return TransientError("no answer from %s within %gs, while sending" % (where, timeout),
                               hint="the network or the platform is slow; raise --timeout or retry later")
@@ -78,8 +78,7 @@ def classify_network_error(exc: BaseException, target: Target, timeout: float) -
         return TransientError("connection refused by %s, while connecting" % where,
                               hint="is the server running? check the host and port in the URL")
     if isinstance(exc, socket.gaierror):
-        return TransientError("cannot resolve host %s (%s), while connecting" % (target.host, exc.strerror),
-                              hint="check the host name and this machine's network and DNS")
+        return _dns_failure(exc, target)
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
                         http.client.RemoteDisconnected)):
         return TransientError("connection to %s was closed before an answer arrived" % where,
@@ -88,12 +87,26 @@ def classify_network_error(exc: BaseException, target: Target, timeout: float) -
         return TransientError("malformed HTTP response from %s (%s)" % (where, exc.__class__.__name__),
                               hint="a proxy or the server is misbehaving; retry later")
     if isinstance(exc, ssl.SSLError):
-        return TransientError("TLS connection to %s broke (%s)" % (where, exc.reason or exc),
+        return TransientError("TLS connection to %s broke (%s)" % (where, getattr(exc, "reason", None) or exc),
                               hint="the link dropped mid-request; it is retried")
     if isinstance(exc, OSError):
         return TransientError("network error talking to %s (%s)" % (where, exc.strerror or exc),
                               hint="check this machine's network connection")
     raise exc  # not a network failure: a bug, let it surface
+
+
+def _dns_failure(exc: socket.gaierror, target: Target) -> IotPostError:
+    """A name the resolver cannot resolve may be misspelled ("locahost"): the message says so, because the
+    run's final "not delivered; last error: ..." line carries the message, not this hint. It stays
+    temporary (75, retried): a resolver that is down for a minute answers the same way."""
+    no_such_name = exc.errno in {getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA")} - {None}
+    if no_such_name:
+        what = "cannot resolve the host name %r (%s: is it spelled right?)" % (target.host, exc.strerror or exc)
+    else:
+        what = "cannot resolve the host name %r (%s)" % (target.host, exc.strerror or exc)
+    return TransientError("%s, while connecting" % what,
+                          hint="check the host name in %s, and this machine's network and DNS; a DNS failure "
+                          "may be temporary, so it was retried" % target.names.url)
 
 
 class Transport:
@@ -161,7 +174,25 @@ class Transport:
         return conn
 
     def _tls_failure(self, exc: ssl.SSLError) -> IotPostError:
-        err = explain_tls_failure(exc, self.target.host, self._cafile)
+        """Explain a failed handshake; for a name mismatch, learn which names the certificate holds.
+
+        That takes a second handshake, chain still verified but the name not checked; it ends as
+        soon as the certificate is read: nothing is ever sent on it.
+        """
+        t = self.target
+        cert_names = None
+        mismatch = getattr(exc, "verify_code", None) in (62, 63, 64) or "mismatch" in str(exc).lower()
+        if isinstance(exc, ssl.SSLCertVerificationError) and mismatch and self._cafile is not None:
+            try:
+                from .tlsctx import build_ssl_context, certificate_names
+
+                ctx = build_ssl_context(self._cafile)
+                ctx.check_hostname = False
+                with ctx.wrap_socket(self._connect_raw(), server_hostname=t.host) as probe:
+                    cert_names = certificate_names(probe.getpeercert() or {})
+            except (OSError, IotPostError):  # the diagnosis is a bonus: the mismatch is reported anyway
+                cert_names = None
+        err = explain_tls_failure(exc, t.host, self._cafile, t.names, cert_names, t.port)
         if self.proxy is not None and isinstance(err, ConfigError):
             # Through a tunnel the usual cause is a proxy that inspects TLS with its own certificate.
             err.hint = ((err.hint + "; ") if err.hint else "") + (

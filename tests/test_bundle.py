@@ -14,7 +14,6 @@ from iotpost.bundle import (
     API_KEY_FILE,
     CA_FILE,
     CERTS_DIR_ENV,
-    DEFAULT_BASE_URL,
     DEVICE_ID_FILE,
     ENDPOINTS_FILE,
     Bundle,
@@ -53,6 +52,17 @@ class BundleTestCase(unittest.TestCase):
                 if name == API_KEY_FILE:
                     os.chmod(str(path), 0o600)
         return self.dir
+
+    def assertConfigError(self, name: str) -> ConfigError:
+        with self.assertRaises(ConfigError) as cm:
+            load_bundle(self.dir)
+        exc = cm.exception
+        self.assertEqual(exc.exit_code, ExitStatus.CONFIG)
+        self.assertEqual(int(exc.exit_code), 78)
+        self.assertIn(name, str(exc))
+        self.assertNoKey(str(exc))
+        self.assertNoKey(exc.hint or "")
+        return exc
 
     def assertNoKey(self, text: str) -> None:
         self.assertNotIn(API_KEY, text)
@@ -116,17 +126,6 @@ class MissingFileTest(BundleTestCase):
 
 
 class MalformedFileTest(BundleTestCase):
-    def assertConfigError(self, name: str) -> ConfigError:
-        with self.assertRaises(ConfigError) as cm:
-            load_bundle(self.dir)
-        exc = cm.exception
-        self.assertEqual(exc.exit_code, ExitStatus.CONFIG)
-        self.assertEqual(int(exc.exit_code), 78)
-        self.assertIn(name, str(exc))
-        self.assertNoKey(str(exc))
-        self.assertNoKey(exc.hint or "")
-        return exc
-
     def test_bad_uuid(self) -> None:
         for text in ("not-a-uuid", "05f8968a-b400-4727-9678-b53cb0889fc", "05f8968ab40047279678b53cb0889fce",
                      DEVICE_ID + " extra", ""):
@@ -193,9 +192,45 @@ class EndpointFallbackTest(BundleTestCase):
                 text = '{"ingest_base_url": %s, "api_base_url": "https://api.example.test"}' % ingest
                 self.assertEqual(self.base_url_for(text), "https://api.example.test")
 
-    def test_default_when_neither(self) -> None:
-        self.assertEqual(self.base_url_for('{"other": "https://x.test"}'), DEFAULT_BASE_URL)
-        self.assertEqual(self.base_url_for("{}"), "https://tesaiot.com")
+    def test_no_key_we_read_is_78_naming_the_file_and_both_key_sets(self) -> None:
+        # Once a silent fall-back to https://tesaiot.com: a misspelled key sent data elsewhere.
+        for text, unknown in (('{"ingest_base_ur1": "https://x.test"}', "ingest_base_ur1"),
+                              ('{"mqtt_host": "x.test"}', "mqtt_host"),
+                              ("{}", "no keys at all"),
+                              ('{"ingest_base_url": "", "api_base_url": null}', "ingest_base_url")):
+            with self.subTest(text=text):
+                self.write_bundle({ENDPOINTS_FILE: text})
+                exc = self.assertConfigError(ENDPOINTS_FILE)
+                self.assertIn(unknown, exc.message)
+                self.assertIn("ingest_base_url, api_base_url", exc.message)
+                self.assertIn("--base-url", exc.hint)
+        self.write_bundle({ENDPOINTS_FILE: '{"ingestBaseUrl": "https://x.test"}'})
+        self.assertIn('"ingestBaseUrl" should be "ingest_base_url"', self.assertConfigError(ENDPOINTS_FILE).hint)
+
+    def test_a_misspelled_key_is_warned_about_even_beside_a_usable_one(self) -> None:
+        self.write_bundle({ENDPOINTS_FILE: '{"api_base_url": "https://api.test", "ingest-base-url": "https://i.test"}'})
+        b = load_bundle(self.dir)
+        self.assertEqual(b.base_url, "https://api.test")
+        self.assertEqual(len(b.warnings), 1, b.warnings)
+        self.assertIn('"ingest-base-url" is not read; did you mean "ingest_base_url"?', b.warnings[0])
+        self.assertIn(ENDPOINTS_FILE, b.warnings[0])
+
+    def test_other_keys_of_a_real_bundle_are_not_noise(self) -> None:
+        text = ('{"ingest_base_url": "https://i.test", "api_base_url": "https://a.test", "mqtt_host": "m.test", '
+                '"mqtt_port": 8883, "mtls_base_url": "https://i.test:9444", "mtls_ingest_base_url": "x", '
+                '"rest_base_url": "x", "web_base_url": "x", "version": 2}')
+        self.write_bundle({ENDPOINTS_FILE: text})
+        self.assertEqual(load_bundle(self.dir).warnings, ())
+
+
+class CaFileOverrideTest(BundleTestCase):
+    def test_ca_file_override_makes_the_bundle_ca_optional(self) -> None:
+        self.write_bundle({CA_FILE: None})
+        with self.assertRaises(CredentialMissing):
+            load_bundle(self.dir)
+        other = self.dir / "elsewhere.pem"
+        other.write_text(CA_TEXT, encoding="utf-8")
+        self.assertEqual(load_bundle(self.dir, ca_file=other).ca_file, other)
 
 
 class OverrideTest(BundleTestCase):

@@ -9,6 +9,7 @@ import unittest
 
 from iotpost.cli_run import run
 from iotpost.delivery import error_for_response
+from iotpost.profiles import TESAIOT
 from iotpost.errors import ConfigError, CredentialMissing, Interrupted, TransientError
 from iotpost.exitcodes import ExitStatus
 
@@ -88,7 +89,7 @@ class RunWrapperTests(unittest.TestCase):
 class FinalAnswerTests(unittest.TestCase):
     def check(self, status, code, words, hint_words=()):
         err = error_for_response(status, "Reason", "server said", "https://h/api/v1/telemetry", 3,
-                                 location="https://elsewhere/", auth_hint="check api_key.txt")
+                                 location="https://elsewhere/", auth_hint="check api_key.txt", names=TESAIOT.names)
         self.assertEqual(err.exit_code, code, status)
         for w in words:
             self.assertIn(w, err.message)

@@ -239,7 +239,8 @@ class FailureTests(SenderTestCase):
         proc = self.send(self.bundle(twin))
         self.assertEqual(proc.returncode, 78, proc.stderr)
         self.assertIn("certificate", proc.stderr)
-        self.assertIn("not valid for host", proc.stderr)
+        self.assertIn("name mismatch", proc.stderr)
+        self.assertIn("it is valid only for wrong-host.invalid", proc.stderr)
         self.assertEqual(twin.requests, [])
 
     def test_expired_certificate_is_78(self):

@@ -169,7 +169,7 @@ class NoSecretLeakTest(ReporterTestCase):
         self.assertIn("X-API-KEY: [REDACTED]", text)
         self.assertNotIn(API_KEY, text)
         self.assertIn("nothing is sent", text)
-        self.assertIn('"timestamp": "2025-12-09T10:30:45+00:00"', text)  # pretty-printed body
+        self.assertIn("\n" + BODY.decode("ascii") + "\n", text)  # the exact bytes sent, not re-pretty-printed
 
     def test_secret_with_json_escaped_characters_in_json_mode(self) -> None:
         # Redacting after json.dumps would miss a secret holding " or \ (written escaped).
@@ -341,7 +341,23 @@ class ShortMessageTest(unittest.TestCase):
 
     def test_plain_text_first_line(self) -> None:
         self.assertEqual(short_message(b"\n  Bad Gateway\nnginx/1.25\n"), "Bad Gateway")
-        self.assertEqual(short_message(b"<html><body>502</body></html>"), "<html><body>502</body></html>")
+        self.assertEqual(short_message(b"<html><body>502</body></html>"), "")  # never markup: the reason is shown
+
+    def test_an_html_page_gives_its_title_never_markup(self) -> None:
+        pages = {
+            b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>nginx</body></html>": "Bad Gateway",
+            b"<!DOCTYPE html><html><head><title>404 - File or directory not found.</title>": "File or directory not found.",
+            b"\xef\xbb\xbf<html><TITLE lang=en>\n Caf&eacute; &amp;\n WiFi </TITLE>": "Caf\u00e9 & WiFi",
+            b"<?xml version='1.0'?><error><message>no</message></error>": "",
+        }
+        for body, title in pages.items():
+            with self.subTest(body=body[:30]):
+                self.assertEqual(short_message(body), title)
+
+    def test_a_secret_hidden_in_html_entities_is_still_redacted(self) -> None:
+        secret = "tesa_ak_entity_secret"
+        body = b"<html><title>key te&#115;a_ak_entity_secret rejected</title></html>"
+        self.assertEqual(short_message(body, redact=Redactor([secret])), "key [REDACTED] rejected")
 
     def test_empty(self) -> None:
         self.assertEqual(short_message(b""), "")

@@ -97,13 +97,13 @@ class PayloadEncodingTest(unittest.TestCase):
         self.assertEqual(list(p), ["device_id", "timestamp", "data"])
         self.assertEqual(p["data"], data)
 
-    def test_encode_round_trip_keeps_utf8(self) -> None:
+    def test_encode_is_ascii_json_that_round_trips(self) -> None:
         data = MedicalSignals(seed=5).next()
         p = make_payload(DEVICE, data, iso_utc(1765276245))
         body = encode(p)
         self.assertIsInstance(body, bytes)
-        self.assertIn("°C".encode("utf-8"), body)  # not \u00b0C
-        self.assertNotIn(b"\\u00b0", body)
+        body.decode("ascii")  # printable as sent on any console
+        self.assertIn(b'"temperature_unit":"\\u00b0C"', body)
         self.assertEqual(json.loads(body.decode("utf-8")), p)
         self.assertNotIn(b", ", body)  # compact
         self.assertNotIn(b": ", body)

@@ -6,6 +6,7 @@ import unittest
 
 from iotpost.errors import ConfigError
 from iotpost.exitcodes import ExitStatus
+from iotpost.profiles import TESAIOT
 from iotpost.target import Target, is_loopback, join_path, parse_target
 
 ENDPOINT = "/api/v1/telemetry"
@@ -67,7 +68,7 @@ class PathJoinTest(unittest.TestCase):
         for endpoint in ("https://evil.test/api/v1/telemetry", "http://localhost/api"):
             with self.subTest(endpoint=endpoint):
                 with self.assertRaises(ConfigError) as cm:
-                    parse_target("https://tesaiot.com", endpoint)
+                    parse_target("https://tesaiot.com", endpoint, names=TESAIOT.names)
                 self.assertIn("--endpoint", str(cm.exception))
                 self.assertIn("--base-url", cm.exception.hint or "")
 

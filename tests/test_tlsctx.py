@@ -9,7 +9,7 @@ from pathlib import Path
 
 from iotpost.errors import ConfigError, CredentialMissing, TLSVerifyError
 from iotpost.exitcodes import ExitStatus
-from iotpost.tlsctx import build_ssl_context, explain_tls_failure
+from iotpost.tlsctx import build_ssl_context, certificate_names, explain_tls_failure
 from tests.twin_support import CERTDATA
 
 
@@ -47,7 +47,7 @@ class ExplainTests(unittest.TestCase):
     def test_each_verification_failure_says_certificate_and_is_78(self):
         cases = {
             (20, "unable to get local issuer certificate"): "not signed by bundle/ca-chain.pem",
-            (62, "Hostname mismatch, certificate is not valid for 'platform.example'."): "not valid for host",
+            (62, "Hostname mismatch, certificate is not valid for 'platform.example'."): "name mismatch",
             (10, "certificate has expired"): "has expired",
             (9, "certificate is not yet valid"): "not yet valid",
         }
@@ -60,6 +60,25 @@ class ExplainTests(unittest.TestCase):
                 self.assertIn(words, err.message)
                 self.assertTrue(err.hint)
 
+    def test_an_ip_mismatch_is_a_name_mismatch_listing_the_names_not_an_unknown_ca(self):
+        exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        exc.verify_code, exc.verify_message = 64, "IP address mismatch, certificate is not valid for '10.0.0.9'."
+        err = explain_tls_failure(exc, "10.0.0.9", Path("ca-chain.pem"), cert_names=["platform.example", "10.0.0.1"],
+                                  port=8443)
+        self.assertIsInstance(err, TLSVerifyError)
+        self.assertIn("not valid for the IP address 10.0.0.9 (it is valid only for platform.example, 10.0.0.1)",
+                      err.message)
+        self.assertIn("10.0.0.9:8443", err.message)
+        self.assertNotIn("not signed", err.message)
+        self.assertNotIn("CA", err.hint)
+
+    def test_certificate_names_as_a_user_types_them(self):
+        cert = {"subject": ((("commonName", "ignored.example"),),),
+                "subjectAltName": (("DNS", "a.example"), ("IP Address", "0:0:0:0:0:0:0:1\n"), ("IP Address", "10.0.0.1"),
+                                   ("DNS", "a.example"))}
+        self.assertEqual(certificate_names(cert), ["a.example", "::1", "10.0.0.1"])
+        self.assertEqual(certificate_names({"subject": ((("commonName", "cn.example"),),)}), ["cn.example"])
+
     def test_a_handshake_the_server_hung_up_on_is_temporary(self):
         for exc in (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), ssl.SSLZeroReturnError(6, "x")):
             with self.subTest(exc=type(exc).__name__):
@@ -67,10 +86,18 @@ class ExplainTests(unittest.TestCase):
                 self.assertEqual(err.exit_code, ExitStatus.TEMPFAIL)
                 self.assertIn("during the TLS handshake", err.message)
 
-    def test_other_handshake_failures_are_config_errors(self):
-        err = explain_tls_failure(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "h", None)
-        self.assertEqual(err.exit_code, ExitStatus.CONFIG)
-        self.assertIn("TLS 1.2", err.hint)
+    def test_other_handshake_failures_are_config_errors_not_certificate_ones(self):
+        cases = {"[SSL: WRONG_VERSION_NUMBER] wrong version number": "did not answer in TLS",
+                 "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version": "older than 1.2",
+                 "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol": "older than 1.2",
+                 "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure": "TLS handshake with h failed"}
+        for text, words in cases.items():
+            with self.subTest(text=text):
+                err = explain_tls_failure(ssl.SSLError(1, text), "h", None)
+                self.assertEqual(err.exit_code, ExitStatus.CONFIG)
+                self.assertIn(words, err.message)
+                self.assertNotIn("certificate", err.message)  # no certificate was involved
+                self.assertIn("port", err.hint)
 
 
 if __name__ == "__main__":

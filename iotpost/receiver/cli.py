@@ -99,7 +99,9 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The receiver's flags."""
-    parser = argparse.ArgumentParser(
+    from ..argparser import ArgumentParser
+
+    parser = ArgumentParser(
         prog=PROG,
         description="Local twin of the TESAIoT and TLINK device-facing HTTPS endpoints, for testing the senders.",
     )
@@ -210,6 +212,9 @@ def serve(args: List[str], secrets: List[str]) -> int:
     import threading
     import time
 
+    from ..console import protect_std_streams
+
+    protect_std_streams()
     ns = build_parser().parse_args(args)  # usage errors: argparse exits 2, run() passes it on
     settings = settings_from_args(ns)
     twin = _start(settings, secrets)
