@@ -158,16 +158,29 @@ class AsideRows(NamedTuple):
     dead: List[Tuple]  # (profile, idempotency_key, body, created, dead_at, status, reason)
 
 
-def _rows_until_error(db, sql: str) -> Tuple[List[Tuple], bool]:
-    """Rows in storage order until the first damaged page; and whether the query ran at all."""
+def _readable_rows(db, table: str, columns: str) -> Tuple[List[Tuple], bool]:
+    """Every row that can still be read, and whether the table could be read at all.
+
+    Ids first (often from an undamaged index), then each row on its own: a damaged page costs
+    only the rows on it, not every row after it.
+    """
     import sqlite3
 
-    rows: List[Tuple] = []
+    ids: List[int] = []
     try:
-        for row in db.execute(sql):
-            rows.append(tuple(row))
+        for (row_id,) in db.execute("SELECT id FROM %s" % table):
+            ids.append(row_id)
     except sqlite3.DatabaseError:
-        return rows, bool(rows)
+        if not ids:
+            return [], False
+    rows: List[Tuple] = []
+    for row_id in ids:
+        try:
+            row = db.execute("SELECT %s FROM %s WHERE id = ?" % (columns, table), (row_id,)).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        if row is not None:
+            rows.append(tuple(row))
     return rows, True
 
 
@@ -180,10 +193,9 @@ def read_moved_aside(path: Path) -> Optional[AsideRows]:
     except sqlite3.DatabaseError:
         return None
     try:
-        pending, ran = _rows_until_error(
-            db, "SELECT profile, idempotency_key, body, created, attempts FROM spool")
-        dead, _ = _rows_until_error(
-            db, "SELECT profile, idempotency_key, body, created, dead_at, status, reason FROM dead_letters")
+        pending, ran = _readable_rows(db, "spool", "profile, idempotency_key, body, created, attempts")
+        dead, _ = _readable_rows(db, "dead_letters",
+                                 "profile, idempotency_key, body, created, dead_at, status, reason")
     finally:
         db.close()
     if not ran and not dead:
