@@ -292,7 +292,7 @@ class SqliteSpool:
         db = self._sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(db)
             # FULL: a committed payload is on disk before the first send attempt.
             db.execute("PRAGMA synchronous = FULL")
             if max_pages:
@@ -312,6 +312,21 @@ class SqliteSpool:
             db.close()
             raise
         return db
+
+    def _use_wal(self, db) -> None:
+        """WAL is a property of the file, set once. Setting it needs the file to itself, and SQLite
+        answers "locked" at once instead of waiting, so two runs creating one spool take turns."""
+        deadline = time.monotonic() + 30.0
+        pause = 0.005
+        while db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return  # WAL, or a file system without it: SQLite keeps what it can
+            except self._sqlite3.OperationalError as exc:
+                if classify(exc) != "locked" or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def _check_format(self, db) -> int:
         (version,) = db.execute("PRAGMA user_version").fetchone()
