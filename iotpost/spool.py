@@ -387,11 +387,13 @@ class SqliteSpool:
         asides = moved_aside_files(self.path)
         if not asides:
             return
-        done = {row[0] for row in self._db.execute("SELECT name FROM state WHERE name LIKE 'carried:%'")}
+        done = {row[0] for row in self._read("SELECT name FROM state WHERE name LIKE 'carried:%'")}
         for aside in asides:
             if "carried:" + aside.name in done:
                 continue
             rows = read_moved_aside(aside)
+            if rows is None:
+                continue  # nothing readable (yet: it may be a name reserved a moment ago); try next time
             try:
                 carried = self._write(lambda db: self._carry(db, aside.name, rows), "while carrying over %s" % aside)
             except IotPostError as exc:
@@ -405,19 +407,18 @@ class SqliteSpool:
         if db.execute("SELECT 1 FROM state WHERE name = ?", ("carried:" + name,)).fetchone():
             return None  # another run did it while we read
         pending = dead = 0
-        if rows is not None:
-            for profile, key, body, created, attempts in rows.pending:
-                pending += db.execute(
-                    "INSERT OR IGNORE INTO spool (profile, idempotency_key, body, created, attempts)"
-                    " VALUES (?, ?, ?, ?, ?)", (profile, key, bytes(body), created, attempts or 0)).rowcount
-            for profile, key, body, created, dead_at, status, reason in rows.dead:
-                if db.execute("SELECT 1 FROM dead_letters WHERE idempotency_key = ? UNION ALL"
-                              " SELECT 1 FROM spool WHERE idempotency_key = ?", (key, key)).fetchone():
-                    continue
-                db.execute("INSERT INTO dead_letters (id, profile, idempotency_key, body, created, dead_at, status,"
-                           " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (self._next_spool_id(db), profile, key, bytes(body), created, dead_at, status, reason))
-                dead += 1
+        for profile, key, body, created, attempts in rows.pending:
+            pending += db.execute(
+                "INSERT OR IGNORE INTO spool (profile, idempotency_key, body, created, attempts)"
+                " VALUES (?, ?, ?, ?, ?)", (profile, key, bytes(body), created, attempts or 0)).rowcount
+        for profile, key, body, created, dead_at, status, reason in rows.dead:
+            if db.execute("SELECT 1 FROM dead_letters WHERE idempotency_key = ? UNION ALL"
+                          " SELECT 1 FROM spool WHERE idempotency_key = ?", (key, key)).fetchone():
+                continue
+            db.execute("INSERT INTO dead_letters (id, profile, idempotency_key, body, created, dead_at, status,"
+                       " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (self._next_spool_id(db), profile, key, bytes(body), created, dead_at, status, reason))
+            dead += 1
         db.execute(_SET_STATE, ("carried:" + name, time.time()))
         return (pending, dead) if pending or dead else None
 
