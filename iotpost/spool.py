@@ -277,9 +277,8 @@ class SqliteSpool:
             return self._connect(max_pages)
         except sqlite3.DatabaseError as exc:
             kind = classify(exc)
-            if kind == "other" and not fails_quick_check(self.path):
-                kind = "transient"
-            if kind not in ("corrupt", "other"):
+            # An error naming no cause is damage only if SQLite's own check says so.
+            if not (kind == "corrupt" or (kind == "other" and fails_quick_check(self.path))):
                 raise self._failure(exc, "nothing new accepted") from None
             damage = exc
         self._move_aside(damage, seen)

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 import unittest
 from pathlib import Path
 
@@ -225,8 +226,6 @@ class DropRequeueTests(SenderTestCase):
         self.send(bundle, "--retries", "0", "--spool", spool)
         running = SqliteSpool(spool)  # this test process stands for a live run holding the claim
         self.addCleanup(running.close)
-        import time
-
         held = running.claim("tesaiot", time.time())
         proc = self.send(bundle, "--spool", spool, "--spool-drop", held.id)
         self.assertEqual(proc.returncode, 75, proc.stderr)

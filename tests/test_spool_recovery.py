@@ -14,7 +14,6 @@ from pathlib import Path
 
 from iotpost.cli_common import _print_status
 from iotpost.errors import ConfigError, SpoolFull, TransientError
-from iotpost.exitcodes import ExitStatus
 from iotpost.output import Reporter
 from iotpost.spool import FORMAT, SqliteSpool
 from iotpost.spool_recovery import classify, move_aside, moved_aside_files, read_moved_aside
@@ -231,6 +230,17 @@ class FullDiskTests(RecoveryCase):
             self.open(cls=OpenFailsOnce)
         self.assertEqual(asides(self.tmp), [])
         self.assertEqual(self.open().pending(), 3)
+
+    def test_an_error_naming_no_cause_on_a_damaged_file_moves_it(self) -> None:
+        spool = self.open()
+        for n in range(40):
+            spool.put(P, json.dumps({"n": n, "pad": "p" * 1000}).encode(), "key-%d" % n, 1000.0 + n)
+        spool.close()
+        damage_page_holding(self.path, b'{"n": 20,')
+        OpenFailsOnce.error = sqlite3.DatabaseError("something unexpected")
+        fresh = self.open(cls=OpenFailsOnce)
+        self.assertEqual(len(asides(self.tmp)), 1)
+        self.assertGreaterEqual(fresh.pending(), 30)
 
 
 def damage_page_holding(path: Path, marker: bytes) -> None:
