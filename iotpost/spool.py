@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
 from .errors import ConfigError, IotPostError, SpoolFull, TransientError
-from .spool_recovery import classify, disk_nearly_full, fails_quick_check, move_aside, moved_aside_files, read_moved_aside
+from .spool_recovery import (aside_signature, classify, disk_nearly_full, fails_quick_check, move_aside,
+                             moved_aside_files, read_moved_aside)
 
 DEFAULT_LEASE = 600.0
 FORMAT = 2  # the spool format this release writes and reads (PRAGMA user_version; 0 means format 1)
@@ -386,15 +387,17 @@ class SqliteSpool:
         asides = moved_aside_files(self.path)
         if not asides:
             return
-        done = {row[0] for row in self._read("SELECT name FROM state WHERE name LIKE 'carried:%'")}
+        done = dict(self._read("SELECT name, value FROM state WHERE name LIKE 'carried:%'"))
         for aside in asides:
-            if "carried:" + aside.name in done:
+            if done.get("carried:" + aside.name) == aside_signature(aside):
                 continue
             rows = read_moved_aside(aside)
+            signature = aside_signature(aside)  # as read
             if rows is None:
                 continue  # nothing readable (yet: it may be a name reserved a moment ago); try next time
             try:
-                carried = self._write(lambda db: self._carry(db, aside.name, rows), "while carrying over %s" % aside)
+                carried = self._write(lambda db: self._carry(db, aside.name, signature, rows),
+                                      "while carrying over %s" % aside)
             except IotPostError as exc:
                 self.warnings.append("could not carry the payloads of %s into the spool yet (%s)" % (aside, exc))
                 return
@@ -402,8 +405,9 @@ class SqliteSpool:
                 self.warnings.append("carried %d payload(s) and %d dead letter(s) from %s into the spool"
                                      % (carried + (aside,)))
 
-    def _carry(self, db, name: str, rows) -> Optional[tuple]:
-        if db.execute("SELECT 1 FROM state WHERE name = ?", ("carried:" + name,)).fetchone():
+    def _carry(self, db, name: str, signature: str, rows) -> Optional[tuple]:
+        marker = db.execute("SELECT value FROM state WHERE name = ?", ("carried:" + name,)).fetchone()
+        if marker is not None and marker[0] == signature:
             return None  # another run did it while we read
         pending = dead = 0
         for profile, key, body, created, attempts in rows.pending:
@@ -418,7 +422,7 @@ class SqliteSpool:
                        " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (self._next_spool_id(db), profile, key, bytes(body), created, dead_at, status, reason))
             dead += 1
-        db.execute(_SET_STATE, ("carried:" + name, time.time()))
+        db.execute(_SET_STATE, ("carried:" + name, signature))
         return (pending, dead) if pending or dead else None
 
     @staticmethod

@@ -132,6 +132,9 @@ def move_aside(path: Path, seen: Optional[os.stat_result]) -> Optional[Path]:
                 os.unlink(str(aside))
                 return None
         os.replace(str(path), str(aside))
+    except FileNotFoundError:  # another run moved it between our look and our move
+        os.unlink(str(aside))
+        return None
     except OSError:
         if os.path.exists(str(aside)) and os.path.getsize(str(aside)) == 0:
             os.unlink(str(aside))
@@ -151,6 +154,22 @@ def moved_aside_files(path: Path) -> List[Path]:
         return []
     return [path.with_name(n) for n in sorted(names)
             if n.startswith(prefix) and not n.endswith(_SIDE_FILES + ("-journal",))]
+
+
+def aside_signature(aside: Path) -> str:
+    """Size and time of a moved-aside file and its -wal: it is carried over again only if they change
+    (a run that still had the file open when it was moved may have written to it since)."""
+    size = mtime = 0
+    for name in (str(aside), str(aside) + "-wal"):
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue
+        if st.st_size == 0:
+            continue  # reading a moved-aside file may create an empty -wal: that is no change
+        size += st.st_size
+        mtime = max(mtime, st.st_mtime_ns)
+    return "%d:%d" % (size, mtime)
 
 
 class AsideRows(NamedTuple):

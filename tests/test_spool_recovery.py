@@ -332,6 +332,20 @@ class DamagedFileTests(RecoveryCase):
         again = self.open()  # the moved-aside file is still there, but its rows were carried already
         self.assertEqual((again.pending(), again.warnings), (0, []))
 
+    def test_a_moved_aside_file_written_after_it_was_carried_is_carried_again(self) -> None:
+        # A run that had the file open when another moved it may still write one reading into it.
+        self.fill(1)
+        OpenFailsOnce.error = sqlite3.DatabaseError("file is not a database")
+        self.open(cls=OpenFailsOnce).close()
+        late = sqlite3.connect(str(asides(self.tmp)[0]), isolation_level=None)
+        late.execute("INSERT INTO spool (profile, idempotency_key, body, created) VALUES (?, 'late', ?, 5.0)",
+                     (P, body(5)))
+        late.close()
+        again = self.open()
+        keys = {again.claim(P, 10.0).key, again.claim(P, 10.0).key}
+        self.assertEqual(keys, {"key-0", "late"})  # nothing is lost; a repeat is absorbed by its key
+        self.assertIsNone(again.claim(P, 10.0))
+
     def test_an_unreadable_moved_aside_file_is_listed_as_unreadable(self) -> None:
         self.path.write_bytes(bytes(range(256)) * 64)
         spool = self.open()
