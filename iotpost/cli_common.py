@@ -264,7 +264,7 @@ def _status_text(value) -> str:
         return "; ".join(_status_text(v) for v in value)
     if isinstance(value, dict):
         if set(value) == {"message", "at"}:  # last_error
-            return "%s (at %s)" % (value["message"], value["at"] or "?")
+            return "%s (at %s)" % (value["message"], value["at"]) if value["at"] else value["message"]
         if set(value) == {"file", "payloads"}:  # a moved-aside file
             held = "unreadable" if value["payloads"] is None else "%d payload(s)" % value["payloads"]
             return "%s (%s)" % (value["file"], held)

@@ -420,6 +420,23 @@ class SqliteSpoolTest(SpoolContract, unittest.TestCase):
         self.spool.release(self.spool.claim(P, 2003.0))
         self.assertEqual(self.another().status(2004.0)["last_error"]["message"], "503 Service Unavailable")
 
+    def test_status_text_shows_the_last_error_and_failing_payloads_on_one_line_each(self) -> None:
+        import io
+
+        from iotpost.cli_common import _print_status
+        from iotpost.output import Reporter
+
+        self.put(1)
+        item = self.spool.claim(P, 2000.0)
+        self.spool.release(item, "Service Unavailable", attempts=2, status=503, now=2001.0)
+        out = io.StringIO()
+        _print_status(self.spool.status(2002.0), Reporter("prog", out, io.StringIO()), "text")
+        lines = out.getvalue().splitlines()
+        self.assertIn("last_error: Service Unavailable (at %s)" % local_iso(2001.0), lines)
+        self.assertIn("failing: id %d: 2 attempt(s), 0 failed run(s), last: 503 Service Unavailable" % item.id, lines)
+        self.assertIn("moved_aside: -", lines)
+        self.assertIn("format: 2", lines)
+
     def test_drop_refuses_a_payload_a_live_run_has_claimed(self) -> None:
         item = self.put(1)
         other = self.another()
