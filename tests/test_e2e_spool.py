@@ -30,7 +30,7 @@ except ImportError:  # Windows
 # Under RLIMIT_FSIZE a write past the limit fails with EFBIG, which SQLite reports as "disk I/O
 # error" (only ENOSPC becomes SQLITE_FULL), so these runs see what a full disk's -shm gives.
 LIMIT_OPEN_FAILS = 16 * 1024
-# Room to open (the -shm fits) but not for a 20 kB reading's pages in the -wal: the put fails.
+# Room to open (the -shm fits) but far from enough for a 60 kB reading's pages in the -wal: the put fails.
 LIMIT_PUT_FAILS = 40000
 
 # preexec_fn is not safe in a process with threads (the twin's), so the limit is set by a tiny
@@ -71,7 +71,7 @@ class FullDiskTests(SenderTestCase):
             self.assertIn("5 payloads kept", err)
             self.assertNotIn("internal error", err)
             self.assertNotIn("moved", err)
-        big = json.dumps({"note": "x" * 20000})
+        big = json.dumps({"note": "x" * 60000})
         proc = start_limited(LIMIT_PUT_FAILS, "--certs-dir", bundle, "--spool", spool, "--data", big)
         out, err = proc.communicate(timeout=60)
         self.assertEqual(proc.returncode, 75, err)
