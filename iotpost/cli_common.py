@@ -206,19 +206,23 @@ def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[
 
 
 def spool_report(s: CommonSettings, reporter: Reporter, env: Environment) -> int:
-    """--spool-status (counts) or --dead-letters (JSON Lines); contacts nothing."""
-    from .spool import open_spool
+    """--spool-status, --dead-letters, --spool-drop ID, --spool-requeue ID; contacts nothing."""
+    from .spool import empty_status, open_spool
 
+    changing = s.spool_drop is not None or s.spool_requeue is not None
     if not s.spool.exists():
+        if changing:
+            raise _unknown_spool_id(s)
         if s.spool_status:
-            empty = {"spool": str(s.spool), "exists": False, "pending": 0, "dead_letters": 0}
-            _print_status(empty, reporter, s.output)
+            _print_status(empty_status(s.spool, env.wall()), reporter, s.output)
         return 0
     spool = open_spool(s.spool)
     try:
         for warning in spool.warnings:
             reporter.warn(warning, loud=True)
-        if s.dead_letters:
+        if changing:
+            _change_spool(spool, s, reporter, env)
+        elif s.dead_letters:
             for row in spool.dead_letters():
                 reporter.json_line(row)
         else:
@@ -228,14 +232,59 @@ def spool_report(s: CommonSettings, reporter: Reporter, env: Environment) -> int
         spool.close()
 
 
+def _unknown_spool_id(s: CommonSettings) -> InputDataError:
+    if s.spool_drop is not None:
+        return InputDataError("no pending payload with id %d in spool %s" % (s.spool_drop, s.spool),
+                              hint="--spool-status lists the failing payloads with their ids; "
+                              "a dead letter is requeued (--spool-requeue), not dropped")
+    return InputDataError("no dead letter with id %d in spool %s" % (s.spool_requeue, s.spool),
+                          hint="--dead-letters lists the dead letters with their ids")
+
+
+def _change_spool(spool, s: CommonSettings, reporter: Reporter, env: Environment) -> None:
+    """--spool-drop / --spool-requeue: one change, one line saying what was done."""
+    if s.spool_drop is not None:
+        done, event, item_id = spool.drop(s.spool_drop, env.wall()), "spool_drop", s.spool_drop
+        line = "dropped pending payload %d from spool %s" % (item_id, s.spool)
+    else:
+        done, event, item_id = spool.requeue(s.spool_requeue, env.wall()), "spool_requeue", s.spool_requeue
+        line = "requeued dead letter %d in spool %s: the next run sends it" % (item_id, s.spool)
+    if not done:
+        raise _unknown_spool_id(s)
+    if s.output == "json":
+        reporter.json_line({"event": event, "id": item_id, "spool": str(s.spool)})
+    else:
+        reporter.info(line)
+
+
+def _status_text(value) -> str:
+    """One status value as a person reads it: "-" for nothing, lists and objects on one line."""
+    if value is None or value == [] or value == {}:
+        return "-"
+    if isinstance(value, list):
+        return "; ".join(_status_text(v) for v in value)
+    if isinstance(value, dict):
+        if set(value) == {"message", "at"}:  # last_error
+            return "%s (at %s)" % (value["message"], value["at"]) if value["at"] else value["message"]
+        if set(value) == {"file", "payloads"}:  # a moved-aside file
+            held = "unreadable" if value["payloads"] is None else "%d payload(s)" % value["payloads"]
+            return "%s (%s)" % (value["file"], held)
+        if "failed_runs" in value:  # a failing payload
+            last = value["last_error"] or "-"
+            if value["last_status"]:
+                last = "%s %s" % (value["last_status"], last)
+            return "id %d: %d attempt(s), %d failed run(s), last: %s" % (
+                value["id"], value["attempts"], value["failed_runs"], last)
+        return ", ".join("%s=%s" % (k, "-" if v is None else v) for k, v in sorted(value.items()))
+    return str(value)
+
+
 def _print_status(status: dict, reporter: Reporter, output: str) -> None:
     if output == "json":
         reporter.json_line(dict({"event": "spool_status"}, **status))
         return
     for name, value in status.items():
-        if isinstance(value, dict):
-            value = ", ".join("%s=%s" % kv for kv in sorted(value.items())) or "-"
-        reporter.info("%s: %s" % (name, "-" if value is None else value))
+        reporter.info("%s: %s" % (name, _status_text(value)))
 
 
 def backlog_line(count: int, oldest_age_s: float) -> str:

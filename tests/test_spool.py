@@ -13,9 +13,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from iotpost.errors import ConfigError, SpoolFull
+from iotpost.errors import ConfigError, SpoolFull, TransientError
 from iotpost.exitcodes import ExitStatus
-from iotpost.spool import MemorySpool, SpoolItem, SqliteSpool, open_spool
+from iotpost.payloads import parse_iso8601
+from iotpost.spool import MemorySpool, SpoolItem, SqliteSpool, empty_status, local_iso, open_spool
 
 P = "tesaiot"
 
@@ -133,6 +134,70 @@ class SpoolContract(TempDirMixin):
         self.assertIsNone(self.spool.claim(P, 2000.0))
         self.spool.release_all()
         self.assertEqual(self.spool.claim(P, 2000.0).key, "key-1")
+
+    def test_spool_item_gains_failed_runs_at_the_end(self) -> None:
+        old_style = SpoolItem(1, P, "k", b"{}", 1.0, 0)  # positional construction elsewhere keeps working
+        self.assertEqual(old_style.failed_runs, 0)
+        self.assertEqual(SpoolItem._fields[-1], "failed_runs")
+        self.assertEqual(self.put(1).failed_runs, 0)
+
+    def test_mark_failed_run_counts_and_the_next_claim_carries_it(self) -> None:
+        item = self.put(1)
+        self.assertEqual(self.spool.mark_failed_run(item.id), 1)
+        self.assertEqual(self.spool.mark_failed_run(item.id), 2)
+        self.assertEqual(self.spool.claim(P, 2000.0).failed_runs, 2)
+
+    def test_mark_failed_run_of_a_gone_payload_is_0(self) -> None:
+        item = self.put(1)
+        self.spool.ack(self.spool.claim(P, 2000.0))
+        self.assertEqual(self.spool.mark_failed_run(item.id), 0)
+        self.assertEqual(self.spool.mark_failed_run(12345), 0)
+
+    def test_ack_and_release_take_the_new_arguments(self) -> None:
+        self.put(1)
+        self.put(2)
+        first = self.spool.claim(P, 2000.0)
+        self.spool.release(first, "503 Service Unavailable", attempts=3, status=503, now=2001.0)
+        again = self.spool.claim(P, 2002.0)
+        self.assertEqual((again.key, again.attempts), ("key-1", 3))
+        self.spool.ack(again, now=2003.0)
+        self.spool.ack(self.spool.claim(P, 2004.0))  # now is optional
+        self.assertEqual(self.spool.pending(), 0)
+
+    def test_drop_deletes_a_pending_payload(self) -> None:
+        one, two = self.put(1), self.put(2)
+        self.assertTrue(self.spool.drop(one.id, 2000.0))
+        self.assertEqual(self.spool.pending(), 1)
+        self.assertEqual(self.spool.claim(P, 2000.0).key, "key-2")
+        self.assertIsNone(self.spool.claim(P, 2000.0))
+        self.assertFalse(self.spool.drop(one.id, 2000.0))  # already gone
+        self.assertFalse(self.spool.drop(9999, 2000.0))
+        self.assertTrue(self.spool.drop(two.id, 2000.0))  # this run's own claim: no one else is using it
+        self.assertEqual(self.spool.pending(), 0)
+
+    def test_drop_does_not_touch_dead_letters(self) -> None:
+        item = self.put(1)
+        self.spool.dead_letter(self.spool.claim(P, 2000.0), 422, "bad", 2001.0)
+        self.assertFalse(self.spool.drop(item.id, 2002.0))
+        self.assertTrue(self.spool.requeue(item.id, 2003.0))
+
+    def test_requeue_puts_a_dead_letter_back_with_key_and_body_and_counts_reset(self) -> None:
+        self.put(1)
+        self.put(2)
+        item = self.spool.claim(P, 2000.0)
+        self.spool.release(item, "503", attempts=4, status=503, now=2000.5)
+        self.spool.mark_failed_run(item.id)
+        item = self.spool.claim(P, 2001.0)
+        self.spool.dead_letter(item, 422, "invalid", 2002.0)
+        self.assertEqual(self.spool.pending(), 1)
+        self.assertTrue(self.spool.requeue(item.id, 2003.0))
+        self.assertFalse(self.spool.requeue(item.id, 2003.0))  # no longer a dead letter
+        self.assertFalse(self.spool.requeue(9999, 2003.0))
+        self.assertEqual(self.spool.pending(), 2)
+        back = self.spool.claim(P, 2004.0)  # keeps its place: it is the oldest
+        self.assertEqual((back.key, back.body, back.created, back.attempts, back.failed_runs),
+                         ("key-1", body(1), 1001.0, 0, 0))
+
 
 
 class MemorySpoolTest(SpoolContract, unittest.TestCase):
@@ -284,23 +349,126 @@ class SqliteSpoolTest(SpoolContract, unittest.TestCase):
         item = self.spool.claim(P, 1030.0)
         dead = self.spool.claim("tlink", 1030.0)
         self.spool.dead_letter(dead, 400, "bad", 1031.0)
-        self.assertEqual(self.spool.status(1050.0), {
+        status = self.spool.status(1050.0)
+        size = status.pop("size_bytes")
+        self.assertEqual(status, {
             "spool": str(self.tmp / "spool.sqlite3"),
+            "exists": True,
+            "format": 2,
+            "at": local_iso(1050.0),
             "pending": 2,
             "claimed_by_running": 1,
             "oldest_age_s": 50.0,
             "dead_letters": 1,
             "dropped_total": 0,
+            "delivered_total": 0,
+            "last_success_at": None,
+            "last_error": None,
             "by_profile": {P: 2},
+            "failing": [],
+            "moved_aside": [],
         })
+        wal = self.tmp / "spool.sqlite3-wal"
+        self.assertEqual(size, (self.tmp / "spool.sqlite3").stat().st_size + (wal.stat().st_size if wal.exists() else 0))
+        self.assertGreater(size, 0)
         # Once the lease has run out, the claim no longer counts as held by a running process.
         self.assertEqual(self.spool.status(1030.0 + self.spool.lease + 1)["claimed_by_running"], 0)
         self.spool.ack(item)
         self.assertEqual(self.spool.status(1050.0)["by_profile"], {P: 1})
 
+    def test_status_at_is_local_iso_8601_with_offset_to_the_second(self) -> None:
+        at = self.spool.status(1700000000.75)["at"]
+        self.assertRegex(at, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
+        self.assertEqual(parse_iso8601(at).timestamp(), 1700000000.0)
+
     def test_status_empty(self) -> None:
         status = self.spool.status(5.0)
         self.assertEqual((status["pending"], status["oldest_age_s"], status["by_profile"]), (0, None, {}))
+
+    def test_status_of_a_missing_spool_has_the_same_keys_empty(self) -> None:
+        missing = empty_status(self.tmp / "nothing-yet.sqlite3", 5.0)
+        self.assertEqual(list(missing), list(self.spool.status(5.0)))
+        self.assertEqual((missing["exists"], missing["format"], missing["pending"], missing["size_bytes"],
+                          missing["last_error"], missing["moved_aside"], missing["delivered_total"]),
+                         (False, None, 0, 0, None, [], 0))
+        self.assertEqual(missing["at"], local_iso(5.0))
+
+    def test_ack_counts_deliveries_and_the_last_success_across_runs(self) -> None:
+        for n in range(3):
+            self.put(n)
+        self.spool.ack(self.spool.claim(P, 2000.0), now=2000.0)
+        self.spool.ack(self.spool.claim(P, 2010.0), now=2010.0)
+        self.spool.ack(self.spool.claim(P, 2020.0))  # no time given: the last success stays
+        later = self.another()
+        status = later.status(2030.0)
+        self.assertEqual((status["delivered_total"], status["last_success_at"], status["pending"]),
+                         (3, local_iso(2010.0), 0))
+
+    def test_release_records_the_status_and_time_on_the_payload_and_the_last_error(self) -> None:
+        self.put(1)
+        item = self.spool.claim(P, 2000.0)
+        self.spool.release(item, "503 Service Unavailable", attempts=2, status=503, now=2001.0)
+        row = sqlite3.connect(str(self.spool.path)).execute(
+            "SELECT attempts, last_error, last_status, last_error_at, claimed_by FROM spool").fetchone()
+        self.assertEqual(row, (2, "503 Service Unavailable", 503, 2001.0, None))
+        status = self.spool.status(2002.0)
+        self.assertEqual(status["last_error"], {"message": "503 Service Unavailable", "at": local_iso(2001.0)})
+        self.assertEqual(status["failing"], [{"id": item.id, "profile": P, "idempotency_key": "key-1",
+                                              "attempts": 2, "failed_runs": 0, "last_status": 503,
+                                              "last_error": "503 Service Unavailable"}])
+        # A release without an error (given back unsent) leaves the spool-wide last error alone.
+        self.spool.release(self.spool.claim(P, 2003.0))
+        self.assertEqual(self.another().status(2004.0)["last_error"]["message"], "503 Service Unavailable")
+
+    def test_status_text_shows_the_last_error_and_failing_payloads_on_one_line_each(self) -> None:
+        import io
+
+        from iotpost.cli_common import _print_status
+        from iotpost.output import Reporter
+
+        self.put(1)
+        item = self.spool.claim(P, 2000.0)
+        self.spool.release(item, "Service Unavailable", attempts=2, status=503, now=2001.0)
+        out = io.StringIO()
+        _print_status(self.spool.status(2002.0), Reporter("prog", out, io.StringIO()), "text")
+        lines = out.getvalue().splitlines()
+        self.assertIn("last_error: Service Unavailable (at %s)" % local_iso(2001.0), lines)
+        self.assertIn("failing: id %d: 2 attempt(s), 0 failed run(s), last: 503 Service Unavailable" % item.id, lines)
+        self.assertIn("moved_aside: -", lines)
+        self.assertIn("format: 2", lines)
+
+    def test_drop_refuses_a_payload_a_live_run_has_claimed(self) -> None:
+        item = self.put(1)
+        other = self.another()
+        other.owner = "%s:%d:live" % (socket.gethostname(), os.getpid())  # a live process
+        other.lease = 10.0
+        other.claim(P, 100.0)
+        with self.assertRaises(TransientError) as cm:
+            self.spool.drop(item.id, 105.0)
+        self.assertEqual(cm.exception.exit_code, ExitStatus.TEMPFAIL)
+        self.assertIn("in use by a running send; try again", cm.exception.message)
+        self.assertEqual(self.spool.pending(), 1)
+        self.assertTrue(self.spool.drop(item.id, 111.0))  # the claim's lease ran out: nobody holds it
+        self.assertEqual(self.spool.pending(), 0)
+
+    @unittest.skipUnless(os.name == "posix", "dead-process detection is POSIX only")
+    def test_drop_takes_a_payload_whose_claimant_died(self) -> None:
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        item = self.put(1)
+        crashed = self.another()
+        crashed.owner = "%s:%d:dead" % (socket.gethostname(), child.pid)
+        crashed.claim(P, 100.0)
+        self.assertTrue(self.spool.drop(item.id, 101.0))
+
+    def test_requeue_keeps_the_dead_letters_id(self) -> None:
+        self.put(1)
+        item = self.spool.claim(P, 2000.0)
+        self.spool.dead_letter(item, 400, "bad", 2001.0)
+        self.put(2)
+        self.assertTrue(self.spool.requeue(item.id, 2002.0))
+        self.assertEqual([self.spool.claim(P, 2003.0).id for _ in range(2)], [item.id, item.id + 1])
+        self.assertEqual(list(self.spool.dead_letters()), [])
 
     def test_dead_letters_contents(self) -> None:
         self.spool.put(P, body(1), "key-1", 1000.0)
