@@ -146,8 +146,8 @@ class Sender:
                                       % (self.input_errors, first_bad.message), hint=first_bad.hint))
         elif bodies is not None and not produced:
             self._fail(InputDataError("the input held no reading, so nothing new was sent",
-                                      hint="check the command that feeds --data-file (a dead sensor prints "
-                                      "nothing); to send only the spool use --flush-spool"))
+                                      hint="check what feeds the input (a dead sensor prints nothing); to send "
+                                      "only the spool use --flush-spool"))
         self._account_for_leftovers()
         return RunResult(self.code, self.error, self.records)
 

@@ -46,13 +46,10 @@ class SpoolItem(NamedTuple):
 
 
 def local_iso(epoch_seconds: Optional[float]) -> Optional[str]:
-    """Local time with its UTC offset, to the second: what a person reading a status wants."""
-    if epoch_seconds is None:
-        return None
-    import datetime
+    """Local time with its UTC offset, to the second (None stays None): what a person reading a status wants."""
+    from .output import local_iso as format_local
 
-    moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc).astimezone()
-    return moment.replace(microsecond=0).isoformat()
+    return None if epoch_seconds is None else format_local(epoch_seconds)
 
 
 def _in_use(item_id: int) -> TransientError:
