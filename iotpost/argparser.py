@@ -11,7 +11,6 @@ whole option names are accepted, and an unknown option close to a real one is an
 from __future__ import annotations
 
 import argparse
-import difflib
 from typing import List, Optional, Sequence
 
 from .console import write_safely
@@ -30,6 +29,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def suggest(self, unknown: str) -> Optional[str]:
         """The known option closest to ``unknown`` (``--retry`` -> ``--retries``), or None."""
+        import difflib  # only on a mistyped option: not a cost every run pays
+
         name = unknown.split("=", 1)[0]
         longs = [n for n in self.option_names() if n.startswith("--")]
         close = difflib.get_close_matches(name, longs, n=1, cutoff=0.75)

@@ -98,11 +98,14 @@ def _near_key(name: str) -> Optional[str]:
     The bar is high (difflib ratio 0.9 after folding case, '-' and camelCase) so the other keys a
     real bundle may carry (an MQTT host, an mTLS URL) are never warned about on every run.
     """
-    import difflib
-
     folded = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip()).lower().replace("-", "_").replace(" ", "_")
     if folded in ENDPOINT_KEYS:
         return folded
+    # difflib's ratio is at most 2*min(len)/(len a + len b): most keys are ruled out without importing it.
+    if not any(2 * min(len(folded), len(k)) >= 0.9 * (len(folded) + len(k)) for k in ENDPOINT_KEYS):
+        return None
+    import difflib
+
     close = difflib.get_close_matches(folded, ENDPOINT_KEYS, n=1, cutoff=0.9)
     return close[0] if close else None
 

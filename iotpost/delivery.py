@@ -175,7 +175,7 @@ class Sender:
     def _pending_hint(self) -> str:
         if self.spool.persistent:
             return "run again with --flush-spool when the platform is reachable"
-        return "the platform was unreachable; retry later, or add --spool PATH so nothing is lost"
+        return "retry later, or add --spool PATH so nothing is lost"
 
     def accept(self, body: bytes, key: str) -> None:
         """Spool a new payload (durably, with --spool) before any attempt to send it."""
@@ -272,7 +272,7 @@ class Sender:
         Whether that counts against the payload is decided at the end of the run, once we know
         whether the platform accepted anything else (see _settle_held).
         """
-        self._held[item.id] = _Held(item, seq, response.status, "%d %s" % (response.status, message), attempts)
+        self._held[item.id] = _Held(item, seq, response.status, message, attempts)
         self._finish(item, seq, attempts, response, message, ok=False)
         self._trouble = error
 
@@ -292,7 +292,8 @@ class Sender:
 
     def _dead_letter_error(self, held: _Held, runs: int) -> IotPostError:
         err = IotPostError("payload #%d failed in %d runs in which the platform accepted other payloads "
-                           "(last answer: %s); moved it to the dead letters" % (held.seq, runs, held.message),
+                           "(last answer: %d %s); moved it to the dead letters"
+                           % (held.seq, runs, held.status, held.message),
                            hint="--dead-letters shows it; --spool-requeue ID sends it again once the "
                            "platform can take it")
         err.exit_code = ExitStatus.DATA
