@@ -11,6 +11,7 @@ whole option names are accepted, and an unknown option close to a real one is an
 from __future__ import annotations
 
 import argparse
+import re
 from typing import List, Optional, Sequence
 
 from .console import write_safely
@@ -47,7 +48,7 @@ class ArgumentParser(argparse.ArgumentParser):
                     hint = self.suggest(extra)
                     if hint:
                         self.error("unrecognized argument %s: did you mean %s?" % (extra.split("=", 1)[0], hint))
-            self.error("unrecognized arguments: %s" % " ".join(extras))
+            self.error("unrecognized arguments: %s" % " ".join(_shown(extra) for extra in extras))
         return ns
 
     def _print_message(self, message: str, file=None) -> None:  # help/usage/errors on any console
@@ -55,3 +56,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
         if message:
             write_safely(file or sys.stderr, message)
+
+
+def _shown(arg: str) -> str:
+    """An unknown argument as it may be echoed: never a value that could hold a password.
+
+    ``--https-proxy=http://user:secret@host`` is shown as ``--https-proxy=...``, and a stray URL
+    with credentials loses them, as the Redactor cannot know a secret the parser never accepted.
+    """
+    if arg.startswith("--") and "=" in arg:
+        return arg.split("=", 1)[0] + "=..."
+    return re.sub(r"//[^/@\s]*@", "//...@", arg)

@@ -111,6 +111,7 @@ class Sender:
         self._trouble: Optional[IotPostError] = None  # the last failure that may pass (75)
         self._stop = False
         self._link_down = False
+        self._holds_in_a_row = 0  # payloads the platform failed since it last accepted one
 
     def run(self, bodies: Optional[Iterable[Union[bytes, InputDataError]]],
             new_key: Callable[[], str]) -> RunResult:
@@ -188,10 +189,20 @@ class Sender:
                           % (self.spool.dropped - before, self.spool.dropped), loud=True)
 
     def drain(self) -> None:
-        """Send what is spooled, oldest first, until empty or the link is down."""
+        """Send what is spooled, oldest first, until empty or the link is down.
+
+        After a payload the platform failed (held), the next try is the newest payload, as a probe:
+        if the platform takes it, the failure was that payload's and the drain goes on oldest first;
+        if it fails too, the platform is failing everything and the drain stops for this tick, so a
+        platform answering 500 to all costs two payloads' retries, not the whole backlog's.
+        """
         self._link_down = False
+        self._holds_in_a_row = 0
         while not self._stop and not self._link_down:
-            item = self.spool.claim(self.profile.name, self.env.wall())
+            if self._holds_in_a_row >= 2:
+                self._link_down = True
+                return
+            item = self.spool.claim(self.profile.name, self.env.wall(), newest=self._holds_in_a_row == 1)
             if item is None:
                 return
             self._send_item(item)
@@ -248,6 +259,7 @@ class Sender:
         if error is None:
             self.spool.ack(item, now)
             self.delivered += 1
+            self._holds_in_a_row = 0
             if item.id not in self._new_ids:
                 self.backlog_delivered += 1
                 if self.backlog_oldest is None or item.created < self.backlog_oldest:
@@ -263,7 +275,9 @@ class Sender:
         if error.exit_code is ExitStatus.TEMPFAIL:
             self._trouble = error  # what is left at the end decides the exit code
         else:
-            self._fail(error, stop=True)
+            # A rejected payload is a dead letter now: the next one may be fine. Credentials and
+            # configuration (77, 78) fail every payload alike, so they end the run.
+            self._fail(error, stop=error.exit_code in (ExitStatus.NOPERM, ExitStatus.CONFIG))
 
     def _hold(self, item, seq: int, attempts: int, response: Response, message: str,
               error: Optional[IotPostError]) -> None:
@@ -273,8 +287,13 @@ class Sender:
         whether the platform accepted anything else (see _settle_held).
         """
         self._held[item.id] = _Held(item, seq, response.status, message, attempts)
+        self._holds_in_a_row += 1
         self._finish(item, seq, attempts, response, message, ok=False)
-        self._trouble = error
+        self._trouble = TransientError(
+            "the platform failed payload #%d (%d %s); skipped it for the rest of this run"
+            % (seq, response.status, message),
+            hint="a payload the platform keeps failing while it takes others becomes a dead letter after "
+            "--dead-letter-after runs; --spool-drop ID removes it sooner")
 
     def _settle_held(self) -> None:
         """Count a failed run against each held payload if the platform was up; dead-letter repeat offenders."""
@@ -291,11 +310,14 @@ class Sender:
         self._held.clear()
 
     def _dead_letter_error(self, held: _Held, runs: int) -> IotPostError:
-        err = IotPostError("payload #%d failed in %d runs in which the platform accepted other payloads "
-                           "(last answer: %d %s); moved it to the dead letters"
-                           % (held.seq, runs, held.status, held.message),
-                           hint="--dead-letters shows it; --spool-requeue ID sends it again once the "
-                           "platform can take it")
+        if self.spool.persistent:
+            where, hint = "moved it to the dead letters", ("--dead-letters shows it; --spool-requeue ID sends it "
+                                                           "again once the platform can take it")
+        else:
+            where, hint = "gave it up (without --spool there are no dead letters to keep it)", None
+        err = IotPostError("payload #%d failed in %d run(s) in which the platform accepted other payloads "
+                           "(last answer: %d %s); %s" % (held.seq, runs, held.status, held.message, where),
+                           hint=hint)
         err.exit_code = ExitStatus.DATA
         return err
 

@@ -54,8 +54,12 @@ def means_platform_down(status: int) -> bool:
 
 
 def is_payload_rejected(status: int) -> bool:
-    """The platform said the payload itself is invalid: resending it can never succeed."""
-    return status in (400, 413, 415, 422)
+    """The platform said no to this payload itself (a 4xx that is neither auth, URL nor "later").
+
+    Resending it can never succeed, so it becomes a dead letter instead of blocking the spool:
+    400, 409, 413, 415, 422 and every other 4xx that for_http_status calls DATA.
+    """
+    return 400 <= status < 500 and for_http_status(status) is ExitStatus.DATA
 
 
 # Which error wins when one run ends with several kinds: the one a person must act on first.

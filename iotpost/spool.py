@@ -80,14 +80,14 @@ class MemorySpool:
         self._next += 1
         return item
 
-    def claim(self, profile: str, now: float) -> Optional[SpoolItem]:
-        batch = self.claim_batch(profile, now, 1)
+    def claim(self, profile: str, now: float, newest: bool = False) -> Optional[SpoolItem]:
+        batch = self.claim_batch(profile, now, 1, newest)
         return batch[0] if batch else None
 
-    def claim_batch(self, profile: str, now: float, limit: int) -> List[SpoolItem]:
-        """Up to ``limit`` of the oldest unclaimed payloads, claimed together (for batched uploads)."""
+    def claim_batch(self, profile: str, now: float, limit: int, newest: bool = False) -> List[SpoolItem]:
+        """Up to ``limit`` of the oldest (or newest) unclaimed payloads, claimed together (for batched uploads)."""
         batch = []
-        for item_id in sorted(self._items):
+        for item_id in sorted(self._items, reverse=newest):
             if len(batch) >= limit:
                 break
             if item_id not in self._claimed and self._items[item_id].profile == profile:
@@ -546,18 +546,19 @@ class SqliteSpool:
                     db.execute("UPDATE spool SET claimed_by = NULL, claim_expires = NULL"
                                " WHERE claimed_by = ?", (owner,))
 
-    def claim(self, profile: str, now: float) -> Optional[SpoolItem]:
-        batch = self.claim_batch(profile, now, 1)
+    def claim(self, profile: str, now: float, newest: bool = False) -> Optional[SpoolItem]:
+        batch = self.claim_batch(profile, now, 1, newest)
         return batch[0] if batch else None
 
-    def claim_batch(self, profile: str, now: float, limit: int) -> List[SpoolItem]:
-        """Up to ``limit`` of the oldest payloads no live run holds, claimed in one transaction."""
+    def claim_batch(self, profile: str, now: float, limit: int, newest: bool = False) -> List[SpoolItem]:
+        """Up to ``limit`` of the oldest (``newest``: latest) payloads no live run holds, in one transaction."""
 
         def take(db):
             self._reap_dead_owners(db, now)
             rows = db.execute(
                 "SELECT id, profile, idempotency_key, body, created, attempts, failed_runs FROM spool"
-                " WHERE profile = ? AND (claimed_by IS NULL OR claim_expires < ?) ORDER BY id LIMIT ?",
+                " WHERE profile = ? AND (claimed_by IS NULL OR claim_expires < ?) ORDER BY id %s LIMIT ?"
+                % ("DESC" if newest else "ASC"),
                 (profile, now, limit),
             ).fetchall()
             db.executemany("UPDATE spool SET claimed_by = ?, claim_expires = ? WHERE id = ?",
@@ -588,17 +589,27 @@ class SqliteSpool:
         self._write(back, "while putting a payload back")
 
     def mark_failed_run(self, item_id: int) -> int:
-        """Count one more run in which the platform failed this payload; the new count (0: gone)."""
+        """Count one more run in which the platform failed this payload; the new count.
+
+        Only while this run still holds the claim: 0 when the payload is gone, or when another run
+        took it over after this run's lease ran out (that run decides what becomes of it).
+        """
 
         def count(db):
-            db.execute("UPDATE spool SET failed_runs = failed_runs + 1 WHERE id = ?", (item_id,))
-            row = db.execute("SELECT failed_runs FROM spool WHERE id = ?", (item_id,)).fetchone()
+            db.execute("UPDATE spool SET failed_runs = failed_runs + 1 WHERE id = ? AND claimed_by = ?",
+                       (item_id, self.owner))
+            row = db.execute("SELECT failed_runs FROM spool WHERE id = ? AND claimed_by = ?",
+                             (item_id, self.owner)).fetchone()
             return row[0] if row else 0
 
         return self._write(count, "while counting a failed run")
 
     def dead_letter(self, item: SpoolItem, status: int, reason: str, now: float) -> None:
+        """Move a payload this run holds to the dead letters (not one another run took over meanwhile)."""
+
         def move(db):
+            if db.execute("SELECT 1 FROM spool WHERE id = ? AND claimed_by = ?", (item.id, self.owner)).fetchone() is None:
+                return
             db.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, profile, idempotency_key, body, created, dead_at,"
                 " status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -188,8 +188,12 @@ class Transport:
 
                 ctx = build_ssl_context(self._cafile)
                 ctx.check_hostname = False
-                with ctx.wrap_socket(self._connect_raw(), server_hostname=t.host) as probe:
-                    cert_names = certificate_names(probe.getpeercert() or {})
+                raw = self._connect_raw()
+                try:
+                    with ctx.wrap_socket(raw, server_hostname=t.host) as probe:
+                        cert_names = certificate_names(probe.getpeercert() or {})
+                finally:
+                    raw.close()  # also when the handshake fails before wrap_socket owns it
             except (OSError, IotPostError):  # the diagnosis is a bonus: the mismatch is reported anyway
                 cert_names = None
         err = explain_tls_failure(exc, t.host, self._cafile, t.names, cert_names, t.port)

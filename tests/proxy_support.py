@@ -176,8 +176,13 @@ def start_test_proxy(testcase: unittest.TestCase, **kwargs) -> TestProxy:
     return proxy
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then closed: connecting to it is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def closed_port(testcase) -> int:
+    """A loopback port that refuses connections for the whole test.
+
+    It stays bound but never listens (closed at cleanup), so no other process can take it and
+    answer in the meantime, as a port merely freed could be.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    testcase.addCleanup(sock.close)
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]

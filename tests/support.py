@@ -63,3 +63,13 @@ def start_cli(script: Path, *args: object, env: Optional[Dict[str, str]] = None,
         cwd=str(PROJECT_ROOT),
         **kwargs,
     )
+
+
+def clear_proxy_env(testcase) -> None:
+    """For in-process runs: hide a developer's proxy variables from os.environ until cleanup."""
+    from unittest import mock
+
+    patcher = mock.patch.dict(os.environ, {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARS},
+                              clear=True)
+    patcher.start()
+    testcase.addCleanup(patcher.stop)

@@ -232,6 +232,11 @@ class DnsTests(unittest.TestCase):
     """A name the resolver does not know. No test may query real DNS, so the resolver's own exception is
     raised where getaddrinfo would raise it, below a real Sender, spool and reporter."""
 
+    def setUp(self) -> None:
+        from tests.support import clear_proxy_env
+
+        clear_proxy_env(self)
+
     def run_sender(self, exc: socket.gaierror) -> Tuple[str, str, object]:
         import io
 
@@ -298,6 +303,15 @@ class AbbreviationTests(unittest.TestCase):
                 self.assertEqual(errors, ["%s: error: unrecognized argument %s: did you mean %s?"
                                           % (script.name, given, meant)])
                 self.assertIn("usage:", proc.stderr)
+
+    def test_an_unknown_option_never_echoes_a_password_it_carries(self):
+        for args in (["--https-proxy=http://u:hunter2@proxy.example:3128"],
+                     ["http://u:hunter2@proxy.example:3128"]):
+            with self.subTest(args=args):
+                proc = run_cli(SENDER, *args)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn("unrecognized argument", proc.stderr)
+                self.assertNotIn("hunter2", proc.stderr + proc.stdout)
 
     def test_whole_names_and_combined_short_flags_still_work(self):
         from iotpost.receiver.cli import build_parser as receiver_parser

@@ -18,7 +18,7 @@ from iotpost import tesaiot_cli
 from iotpost.environment import Environment, earliest_plausible_time
 from iotpost.errors import ClockNotSet
 from iotpost.receiver.faults import FaultPlan
-from tests.support import SENDER, run_cli
+from tests.support import SENDER, clear_proxy_env, run_cli
 from tests.test_e2e_sender import DEVICE, SenderTestCase
 
 FAST = ("--retry-backoff", "0.01")
@@ -154,6 +154,43 @@ class PoisonPayloads(SenderTestCase):
                 self.assertEqual(len(pending), 2)  # the run stopped at the outage, as before
 
 
+class RejectedPayloadsDoNotBlock(SenderTestCase):
+    def test_a_rejected_stdin_line_costs_only_itself(self):
+        twin = self.twin()
+        twin.faults = FaultPlan.poison(b"POISON", "400")
+        lines = "".join(json.dumps({"v": v}) + "\n" for v in ("POISON", 1, 2, 3))
+        proc = self.send(self.bundle(twin), "--data-file", "-", stdin=lines)
+        self.assertEqual(proc.returncode, 65, proc.stderr)
+        self.assertEqual(twin.store.count_telemetry(DEVICE), 3)
+
+    def test_any_4xx_that_means_bad_data_is_a_dead_letter_not_a_blocked_spool(self):
+        twin = self.twin()
+        twin.faults = FaultPlan.poison(b"POISON", "409")
+        spool = self.tmp / "spool.sqlite3"
+        proc = self.send(self.bundle(twin), "--data", '{"v": "POISON"}', "--spool", spool)
+        self.assertEqual(proc.returncode, 65, proc.stderr)
+        pending, dead = spool_rows(spool)
+        self.assertEqual((pending, [s for _, s, _ in dead]), ([], [409]))
+        proc = self.send(self.bundle(twin), "--data", '{"v": 1}', "--spool", spool)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(twin.store.count_telemetry(DEVICE), 1)
+
+    def test_a_platform_failing_everything_costs_two_payloads_not_the_whole_backlog(self):
+        twin = self.twin()
+        spool = self.tmp / "spool.sqlite3"
+        twin.go_down()
+        for _ in range(6):
+            self.assertEqual(self.send(self.bundle(twin), "--spool", spool, "--retries", "0").returncode, 75)
+        twin.come_back()
+        twin.faults = FaultPlan.script(["500"] * 50)
+        proc = self.send(self.bundle(twin), "--spool", spool, "--flush-spool", "--retries", "1", *FAST)
+        self.assertEqual(proc.returncode, 75, proc.stderr)
+        self.assertEqual(len(posts(twin)), 4)  # the oldest (2 attempts), then the newest as a probe (2)
+        pending, dead = spool_rows(spool)
+        self.assertEqual((len(pending), dead), (6, []))
+        self.assertTrue(all(n == 0 for _, n in pending))  # never up in that run: nothing counted
+
+
 class EmptyInput(SenderTestCase):
     def test_empty_stdin_is_65_and_says_so_even_under_quiet(self):
         twin = self.twin()
@@ -184,6 +221,10 @@ class EmptyInput(SenderTestCase):
 
 class UnsetClock(SenderTestCase):
     """A Pi without an RTC before NTP: run in-process with its clock injected."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        clear_proxy_env(self)
 
     def run_with_clock(self, wall: float, *argv: str):
         out, err = io.StringIO(), io.StringIO()

@@ -272,12 +272,15 @@ class FailureTests(SenderTestCase):
         self.assertEqual(proc.returncode, 77, proc.stderr)
         self.assertEqual(len(twin.requests), 1)
 
-    def test_400_is_65_and_not_retried(self):
+    def test_400_is_65_and_not_retried_and_the_next_payloads_still_go(self):
         twin = self.twin()
         twin.faults = _script(["400"])
         proc = self.send(self.bundle(twin), "--count", "3", "--interval", "0")
         self.assertEqual(proc.returncode, 65, proc.stderr)
-        self.assertEqual(len(twin.requests), 1)  # and the run stopped there
+        keys = [r.headers["idempotency-key"] for r in twin.requests]
+        self.assertEqual(len(keys), 3)  # the rejected one once, never again; the other two delivered
+        self.assertEqual(len(set(keys)), 3)
+        self.assertEqual(twin.store.count_telemetry(DEVICE), 2)
 
     def test_timeout_is_75(self):
         twin = self.twin()

@@ -111,10 +111,10 @@ class PredicatesTest(unittest.TestCase):
                 self.assertFalse(means_platform_down(status))
 
     def test_is_payload_rejected(self) -> None:
-        for status in (400, 413, 415, 422):
+        for status in (400, 409, 410, 413, 415, 418, 422, 451):
             with self.subTest(status=status):
                 self.assertTrue(is_payload_rejected(status))
-        for status in (200, 401, 403, 404, 408, 409, 429, 500, 503):
+        for status in (200, 302, 401, 403, 404, 405, 408, 429, 500, 503):
             with self.subTest(status=status):
                 self.assertFalse(is_payload_rejected(status))
 

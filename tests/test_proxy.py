@@ -314,7 +314,7 @@ class SendThroughProxyTests(SenderTestCase):
         proc = self.send(self.bundle(twin), env={"HTTPS_PROXY": proxy.url})
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(proxy.connects, ["localhost:%d" % twin.port])
-        dead = "http://127.0.0.1:%d" % closed_port()
+        dead = "http://127.0.0.1:%d" % closed_port(self)
         proc = self.send(self.bundle(twin), env={"https_proxy": proxy.url, "HTTPS_PROXY": dead})
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(len(proxy.connects), 2)
@@ -353,7 +353,7 @@ class SendThroughProxyTests(SenderTestCase):
         for args, env, code in (
                 (["--proxy", "http://user:p%%40ss@127.0.0.1:%d" % echo.port], {}, 77),
                 ([], {"HTTPS_PROXY": "http://user:p%%40ss@127.0.0.1:%d" % failing.port}, 75),
-                ([], {"ALL_PROXY": "http://user:p%%40ss@127.0.0.1:%d" % closed_port()}, 75),
+                ([], {"ALL_PROXY": "http://user:p%%40ss@127.0.0.1:%d" % closed_port(self)}, 75),
                 (["--proxy", "socks5://user:p%40ss@127.0.0.1:1"], {}, 78),
                 (["--proxy", "http://user:p%40ss@127.0.0.1:99999"], {}, 78)):
             with self.subTest(args=args, env=env):
@@ -396,7 +396,7 @@ class SendThroughProxyTests(SenderTestCase):
 
     def test_unreachable_proxy_is_75_naming_the_proxy(self):
         twin = self.twin()
-        port = closed_port()
+        port = closed_port(self)
         proc = self.send(self.bundle(twin), "--proxy", "127.0.0.1:%d" % port, "--retries", "0")
         self.assertEqual(proc.returncode, 75, proc.stderr)
         self.assertIn("connection refused by proxy 127.0.0.1:%d" % port, proc.stderr)
@@ -459,7 +459,7 @@ class SendThroughProxyTests(SenderTestCase):
 
     def test_plain_http_to_this_machine_never_uses_a_proxy(self):
         twin = self.twin(tls=False)
-        proc = self.send(self.bundle(twin), "--allow-http", "--proxy", "http://127.0.0.1:%d" % closed_port())
+        proc = self.send(self.bundle(twin), "--allow-http", "--proxy", "http://127.0.0.1:%d" % closed_port(self))
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(twin.store.count_telemetry(DEVICE), 1)
 

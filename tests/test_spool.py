@@ -142,10 +142,19 @@ class SpoolContract(TempDirMixin):
         self.assertEqual(self.put(1).failed_runs, 0)
 
     def test_mark_failed_run_counts_and_the_next_claim_carries_it(self) -> None:
-        item = self.put(1)
+        self.put(1)
+        item = self.spool.claim(P, 2000.0)  # counted by the run holding it
         self.assertEqual(self.spool.mark_failed_run(item.id), 1)
         self.assertEqual(self.spool.mark_failed_run(item.id), 2)
+        self.spool.release(item)
         self.assertEqual(self.spool.claim(P, 2000.0).failed_runs, 2)
+
+    def test_claim_newest_takes_the_latest_payload(self) -> None:
+        for n in range(3):
+            self.put(n)
+        newest = self.spool.claim(P, 2000.0, newest=True)
+        oldest = self.spool.claim(P, 2000.0)
+        self.assertEqual((newest.id, oldest.id), (3, 1))
 
     def test_mark_failed_run_of_a_gone_payload_is_0(self) -> None:
         item = self.put(1)
@@ -233,6 +242,18 @@ class SqliteSpoolTest(SpoolContract, unittest.TestCase):
         self.addCleanup(reopened.close)
         self.assertEqual(reopened.pending(), 3)
         self.assertEqual(reopened.claim(P, 2000.0), SpoolItem(1, P, "key-0", body(0), 1000.0, 0))
+
+    def test_a_run_whose_claim_was_taken_over_neither_counts_nor_dead_letters_it(self) -> None:
+        self.put(1)
+        mine = self.spool.claim(P, 2000.0)  # held for a long run: the lease runs out
+        other = self.another()
+        theirs = other.claim(P, 2000.0 + self.spool.lease + 1)
+        self.assertEqual(theirs.id, mine.id)
+        self.assertEqual(self.spool.mark_failed_run(mine.id), 0)
+        self.spool.dead_letter(mine, 500, "late", 2000.0 + self.spool.lease + 2)
+        self.assertEqual(list(self.spool.dead_letters()), [])
+        other.ack(theirs)  # the run that holds it now delivers it: nothing twice, nothing in two places
+        self.assertEqual(self.spool.pending(), 0)
 
     def test_claim_invisible_to_second_instance(self) -> None:
         self.put(1)

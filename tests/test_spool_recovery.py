@@ -138,8 +138,8 @@ class FormatTests(RecoveryCase):
                          [("old-0", body(0), 2, 0), ("old-1", body(1), 0, 0), ("old-2", body(2), 0, 0)])
         self.assertEqual([d["idempotency_key"] for d in spool.dead_letters()], ["dead-0", "dead-1"])
         # The migrated rows take the new state like new ones.
-        spool.release(items[0], "503", attempts=1, status=503, now=2001.0)
         self.assertEqual(spool.mark_failed_run(items[0].id), 1)
+        spool.release(items[0], "503", attempts=1, status=503, now=2001.0)
         self.assertTrue(spool.requeue(list(spool.dead_letters())[0]["id"], 2002.0))
         spool.ack(items[1], now=2003.0)
         self.assertEqual(spool.status(2004.0)["delivered_total"], 1)
