@@ -345,7 +345,7 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         for warning in spool.warnings:
             reporter.warn(warning, loud=True)
     else:
-        from .spool import MemorySpool
+        from .memory_spool import MemorySpool
 
         spool = MemorySpool()
     transport = Transport(target, ssl_context, s.timeout, cafile=ca_file, proxy=s.proxy, noproxy=s.noproxy)
