@@ -294,8 +294,12 @@ class TlinkTables:
                 db.execute("UPDATE tlink_users SET parent_user_id = ? WHERE user_id = ?", (parent, user))
             db.execute("INSERT OR IGNORE INTO tlink_devices (device_id, user_id) VALUES (?, ?)",
                        (device, user))
-            db.execute("UPDATE tlink_devices SET user_id = ?, %s WHERE device_id = ?"
-                       % ", ".join("%s = ?" % name for name, _ in _DEVICE_COLUMNS),
+            # The last push's flag and time always; a detail it leaves out keeps its earlier value
+            # (the reference's upsert SQL was not seen: this is the twin's reading of it).
+            assignments = ", ".join(
+                ("{0} = ?" if name in ("last_flag", "last_push_time") else "{0} = COALESCE(?, {0})").format(name)
+                for name, _ in _DEVICE_COLUMNS)
+            db.execute("UPDATE tlink_devices SET user_id = ?, %s WHERE device_id = ?" % assignments,
                        (user,) + details + (device,))
             for entry in push["sensorsDates"]:
                 if entry.get("sensorsId") is None:
