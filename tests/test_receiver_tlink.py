@@ -111,7 +111,7 @@ class ColumnLimitsTest(TlinkTwinTestCase):
         images = [dict(sensor(n, sensor_type=4), reVal=url, value=url) for n, url in enumerate(urls, 1)]
         self.assertRefused(tlink_push(sensorsDates=images, rawData=frame(urls)), "rawData used as deviceNo is")
 
-    def test_ids(self):
+    def test_ids_and_shapes_the_reference_refuses(self):
         for field, value in (("deviceId", 0), ("deviceUserid", 0), ("deviceId", "")):
             with self.subTest(field=field, value=value):
                 self.assertEqual(self.push(tlink_push(**{field: value})), (400, REQUIRED))
@@ -123,6 +123,7 @@ class ColumnLimitsTest(TlinkTwinTestCase):
             with self.subTest(sensorsId=value):
                 self.assertRefused(tlink_push(sensorsDates=[dict(sensor(1), sensorsId=value)]), reason)
         self.assertRefused(tlink_push(sensorsDates={"sensorsId": 1}), "sensorsDates is not a list")
+        self.assertRefused(tlink_push(time=1557497781), "time 1557497781 is not text")
         status, answer = self.push(tlink_push(deviceId=INT64_MAX, groupId="not a number"))
         self.assertEqual(status, 200, answer)  # the reference drops a groupId that is not a number
         self.assertIsNone(self.get("/api/devices/%d/latest" % INT64_MAX)[1]["device"]["groupId"])

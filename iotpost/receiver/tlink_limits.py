@@ -120,12 +120,16 @@ def _short(value: Any) -> str:
 def why_reference_fails(push: Json) -> Optional[str]:
     """The first reason the reference would answer this (already validated) push with 500, or None.
 
-    Besides the column limits: a ``sensorsDates`` that is not a list of objects makes the
-    reference's code fail before the database, also with 500.
+    Besides the column limits: a ``sensorsDates`` that is not a list of objects, or a ``time``
+    that is not text (an epoch number), makes the reference's code fail before the database, also
+    with 500.
     """
     sensors = push.get("sensorsDates")
     if not isinstance(sensors, list):
         return "sensorsDates is not a list"
+    moment = push.get("time")
+    if moment and not isinstance(moment, str):  # it hands a truthy time to strptime, which needs text
+        return "time %s is not text" % _short(moment)
     for limit in LIMITS:
         if limit.per_sensor:
             continue
