@@ -11,7 +11,7 @@ import sqlite3
 import unittest
 
 from iotpost.receiver.store import TelemetryStore
-from iotpost.receiver.tlink_limits import DEVICE_KEY, INT32, LIMITS, LOOSE_INT64, TEXT
+from iotpost.receiver.tlink_limits import INT32, LIMITS, TEXT
 from tests.twin_support import TwinTestCase, request_json, temp_dir
 
 REQUIRED = {"error": "deviceId, deviceUserid, and sensorsDates are required"}
@@ -124,6 +124,8 @@ class ColumnLimitsTest(TlinkTwinTestCase):
                 self.assertRefused(tlink_push(sensorsDates=[dict(sensor(1), sensorsId=value)]), reason)
         self.assertRefused(tlink_push(sensorsDates={"sensorsId": 1}), "sensorsDates is not a list")
         self.assertRefused(tlink_push(time=1557497781), "time 1557497781 is not text")
+        status, answer = self.push(tlink_push(groupId=1e30))
+        self.assertEqual(status, 200, answer)  # int(str(1e30)) fails there, so it is dropped, not refused
         status, answer = self.push(tlink_push(deviceId=INT64_MAX, groupId="not a number"))
         self.assertEqual(status, 200, answer)  # the reference drops a groupId that is not a number
         self.assertIsNone(self.get("/api/devices/%d/latest" % INT64_MAX)[1]["device"]["groupId"])

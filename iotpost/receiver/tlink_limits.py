@@ -71,6 +71,14 @@ def as_integer(value: Any) -> Optional[int]:
     return None
 
 
+def loose_integer(value: Any) -> Optional[int]:
+    """``groupId`` as the reference reads it before storing: ``int(str(value))``, or None (dropped)."""
+    if isinstance(value, bool):
+        return int(value)
+    text = str(value)
+    return int(text) if _INTEGER_TEXT.match(text) else None
+
+
 def as_varchar(value: Any) -> Optional[str]:
     """``value`` as the reference's driver writes it into a VARCHAR column (None stays NULL)."""
     if value is None or isinstance(value, str):
@@ -99,10 +107,13 @@ def _check(limit: Limit, name: str, value: Any) -> Optional[str]:
         if length > limit.size:
             return "%s is %d characters, over %d" % (name, length, limit.size)
         return None
-    number = as_integer(value)
-    if number is None:
-        if limit.kind == LOOSE_INT64:
+    if limit.kind == LOOSE_INT64:  # it keeps only what int(str(value)) reads: 2.0 or "x" is dropped
+        number = loose_integer(value)
+        if number is None:
             return None
+    else:
+        number = as_integer(value)
+    if number is None:
         return "%s %s is not an integer" % (name, _short(value))
     low, high = _INT32_RANGE if limit.kind == INT32 else _INT64_RANGE
     if not low <= number <= high:

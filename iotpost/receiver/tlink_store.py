@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
-from .tlink_limits import as_integer, as_varchar, stored_device_no, why_reference_fails
+from .tlink_limits import as_integer, as_varchar, loose_integer, stored_device_no, why_reference_fails
 
 Json = Dict[str, Any]
 Id = Union[int, str]  # TLINK ids arrive as numbers or strings; both name the same thing
@@ -280,7 +280,7 @@ class TlinkTables:
             moment = _dt.datetime.fromtimestamp(now, tz=_dt.timezone.utc).replace(tzinfo=None)
             recorded_at = moment.strftime(TLINK_TIME_FORMAT) + ".%06d" % moment.microsecond
         received_at = iso_utc(now)
-        group = as_integer(push.get("groupId")) if push.get("groupId") else None
+        group = loose_integer(push.get("groupId")) if push.get("groupId") else None
         details = (as_varchar(push.get("parentUserId")), as_varchar(push.get("deviceName")),
                    as_varchar(stored_device_no(push)[1]), group, as_varchar(push.get("lat")),
                    as_varchar(push.get("lng")), as_varchar(push.get("productId")),
