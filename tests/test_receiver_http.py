@@ -345,12 +345,13 @@ class TlinkWebhookTest(TwinTestCase):
 
     def test_signed_push_stored_once(self):
         status, answer, _ = self.push(TLINK_PUSH)
-        self.assertEqual((status, answer), (200, {"status": "ok", "storedReadings": 1}))
-        status, answer, _ = self.push(TLINK_PUSH)
-        self.assertEqual((status, answer), (200, {"status": "ok", "storedReadings": 0}))
+        self.assertEqual((status, answer), (200, {"status": "ok", "storedReadings": 1, "newReadings": 1}))
+        status, answer, _ = self.push(TLINK_PUSH)  # the reference still says 1: entries processed
+        self.assertEqual((status, answer), (200, {"status": "ok", "storedReadings": 1, "newReadings": 0}))
         self.assertEqual(self.twin.store.count_tlink_readings(), 1)
-        status, answer, _ = self.push(dict(TLINK_PUSH, sensorsDates=[]))
-        self.assertEqual((status, answer), (200, {"status": "ok", "storedReadings": 0}))
+        status, answer, _ = self.push(dict(TLINK_PUSH, sensorsDates=[]))  # the reference: `not []`
+        self.assertEqual((status, answer),
+                         (400, {"error": "deviceId, deviceUserid, and sensorsDates are required"}))
 
     def test_signature_missing_or_wrong(self):
         raw = encode(TLINK_PUSH)
@@ -466,7 +467,8 @@ class RoutesWithoutSocketsTest(unittest.TestCase):
         unsigned = tlink_api.post_webhook(ApiRequest(self.store, {}, raw, tlink_secret=SECRET))
         self.assertEqual((unsigned.status, unsigned.body), (401, {"error": "Invalid webhook signature"}))
         signed = self.dispatch("POST", "/api/webhooks/tlink", raw, {"X-TLink-Signature": sign(raw)}, SECRET)
-        self.assertEqual((signed.status, signed.body), (200, {"status": "ok", "storedReadings": 1}))
+        self.assertEqual((signed.status, signed.body),
+                         (200, {"status": "ok", "storedReadings": 1, "newReadings": 1}))
         reply = self.dispatch("GET", "/api/users/385/devices/2864/history?limit=1&limit=5")
         self.assertEqual((reply.status, reply.body["count"], reply.body["deviceId"]), (200, 1, 2864))
         reply = self.dispatch("GET", "/api/users/385/devices/1/latest")

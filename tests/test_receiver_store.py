@@ -223,8 +223,8 @@ class TlinkStoreTest(unittest.TestCase):
         self.addCleanup(self.store.close)
 
     def test_push_is_stored_once(self):
-        self.assertEqual(self.store.store_tlink_push(sample_push()), 1)
-        self.assertEqual(self.store.store_tlink_push(sample_push()), 0)
+        self.assertEqual(self.store.store_tlink_push(sample_push()), (1, 1))
+        self.assertEqual(self.store.store_tlink_push(sample_push()), (1, 0))  # processed, none new
         self.assertEqual(self.store.count_tlink_readings(), 1)
         reading = self.store.tlink_history(385, 2864)[0]
         self.assertEqual(reading["sensorsId"], 11922)
@@ -239,13 +239,13 @@ class TlinkStoreTest(unittest.TestCase):
             {"sensorsId": 1, "sensorsTypeId": 1, "value": "1", "times": "00:00:01"},
             {"sensorsId": 2, "sensorTypeId": 8, "value": "on", "times": "00:00:01"},
         ])
-        self.assertEqual(self.store.store_tlink_push(push), 2)
+        self.assertEqual(self.store.store_tlink_push(push).new, 2)
         types = {s["sensorsId"]: s["sensorsTypeId"] for s in self.store.tlink_latest("385", "2864")}
         self.assertEqual(types, {1: 1, 2: 8})
 
     def test_new_time_is_a_new_reading(self):
         self.store.store_tlink_push(sample_push())
-        self.assertEqual(self.store.store_tlink_push(sample_push(time="2019-05-10 14:17:21")), 1)
+        self.assertEqual(self.store.store_tlink_push(sample_push(time="2019-05-10 14:17:21")).new, 1)
         history = self.store.tlink_history(385, "2864")
         self.assertEqual([r["recordedAt"] for r in history], ["2019-05-10 14:17:21", "2019-05-10 14:16:21"])
         self.assertEqual(len(self.store.tlink_history(385, 2864, start="2019-05-10 14:17:00")), 1)
@@ -254,11 +254,11 @@ class TlinkStoreTest(unittest.TestCase):
     def test_push_without_time_uses_clock_and_is_not_merged(self):
         push = sample_push()
         del push["time"]
-        self.assertEqual(self.store.store_tlink_push(push), 1)
+        self.assertEqual(self.store.store_tlink_push(push).new, 1)
         self.clock.now += 0.001
-        self.assertEqual(self.store.store_tlink_push(push), 1)
+        self.assertEqual(self.store.store_tlink_push(push).new, 1)
         self.clock.now += 0.001
-        self.assertEqual(self.store.store_tlink_push(sample_push(time="not a time")), 1)
+        self.assertEqual(self.store.store_tlink_push(sample_push(time="not a time")).new, 1)
         self.assertEqual(self.store.count_tlink_readings("2864"), 3)
 
     def test_read_back_needs_the_owner(self):
@@ -293,10 +293,18 @@ class TlinkStoreTest(unittest.TestCase):
             with self.subTest(missing=field):
                 self.assertEqual(validate_tlink_push(push),
                                  "deviceId, deviceUserid, and sensorsDates are required")
-        self.assertIsNotNone(validate_tlink_push(sample_push(sensorsDates=[{"value": "1"}])))
-        self.assertIsNotNone(validate_tlink_push(sample_push(sensorsDates={"sensorsId": 1})))
-        self.assertIsNone(validate_tlink_push(sample_push(sensorsDates=[])))  # accepted, stores nothing
-        self.assertEqual(self.store.store_tlink_push(sample_push(sensorsDates=[])), 0)
+        for field in ("deviceId", "deviceUserid"):  # falsy ids are missing ones, as in the reference
+            for falsy in (0, ""):
+                with self.subTest(field=field, value=falsy):
+                    self.assertEqual(validate_tlink_push(sample_push(**{field: falsy})),
+                                     "deviceId, deviceUserid, and sensorsDates are required")
+        self.assertEqual(validate_tlink_push(sample_push(sensorsDates=[])),
+                         "deviceId, deviceUserid, and sensorsDates are required")
+        # What the reference fails later (500) passes validation: see tlink_limits.
+        self.assertIsNone(validate_tlink_push(sample_push(sensorsDates={"sensorsId": 1})))
+        # An entry without sensorsId is skipped and not counted, as the reference does.
+        push = sample_push(sensorsDates=[{"value": "1"}, sample_push()["sensorsDates"][0]])
+        self.assertEqual(self.store.store_tlink_push(push), (1, 1))
         self.assertTrue(self.store.tlink_user_exists(385))
         with self.assertRaises(ValueError):
             self.store.store_tlink_push(sample_push(deviceId=None))

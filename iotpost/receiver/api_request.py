@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol
 
 from .store import TelemetryStore
 
@@ -37,6 +37,7 @@ class ApiRequest(NamedTuple):
     body: bytes = b""
     query: Query = {}
     tlink_secret: Optional[bytes] = None  # None: TLINK webhooks are accepted unsigned
+    log: Optional[Callable[[str], None]] = None  # the twin's log (twin.log), for what a reply cannot say
 
 
 def media_type(content_type: Optional[str]) -> str:

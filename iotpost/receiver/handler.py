@@ -135,11 +135,14 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.server.twin.pause(plan.delay)
         twin = self.server.twin
         return dispatch(self.command, self.path, body=body, headers=self.headers, store=twin.store,
-                        tlink_secret=twin.tlink_secret)
+                        tlink_secret=twin.tlink_secret, log=twin.log)
 
     def _render(self, reply: Reply) -> bytes:
         """The whole response as bytes (one write, and faults can spoil it afterwards)."""
-        body = json.dumps(reply.body).encode("utf-8")
+        if reply.flask_json:
+            body = (json.dumps(reply.body, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+        else:
+            body = json.dumps(reply.body).encode("utf-8")
         real, buffer = self.wfile, io.BytesIO()
         self.wfile = buffer  # send_response/end_headers write here, through public API only
         try:

@@ -23,6 +23,7 @@ class Reply(NamedTuple):
     status: int
     body: Json
     headers: Dict[str, str] = {}
+    flask_json: bool = False  # rendered as Flask's jsonify does (compact, sorted keys, "\n"): TLINK's reference
 
 
 def error_reply(status: int, message: str, code: Optional[str] = None, **headers: str) -> Reply:

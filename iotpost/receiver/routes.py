@@ -3,7 +3,8 @@
 Usage: ``reply = dispatch("GET", "/health", body=b"", headers={}, store=store)``
 
 Routes: POST /api/v1/telemetry; GET /api/v1/telemetry/{device_id}[/latest]; GET /health;
-POST /api/webhooks/tlink; GET /api/users/{userId}/devices[/{deviceId}/latest|/history].
+POST /api/webhooks/tlink; GET /api/users/{userId}/devices[/{deviceId}/latest|/history] (seed 001);
+GET /api/devices[/{deviceId}/latest|/history] (the reference receiver's read API).
 Unknown paths get a JSON 404 and known paths with another method a JSON 405 with ``Allow``, so a
 sender's error output always has a body to show.
 """
@@ -27,10 +28,15 @@ class Route(NamedTuple):
 
     pattern: "re.Pattern[str]"
     methods: Dict[str, RouteFunction]
+    flask_json: bool = False  # answers rendered like the Flask reference's jsonify (TLINK)
 
 
 def _route(pattern: str, **methods: RouteFunction) -> Route:
     return Route(re.compile("^" + pattern + "$"), methods)
+
+
+def _tlink_route(pattern: str, **methods: RouteFunction) -> Route:
+    return Route(re.compile("^" + pattern + "$"), methods, flask_json=True)
 
 
 _SEGMENT = r"([^/]+)"
@@ -39,10 +45,14 @@ ROUTES: List[Route] = [
     _route("/api/v1/telemetry", POST=tesaiot_api.post_telemetry),
     _route("/api/v1/telemetry/%s/latest" % _SEGMENT, GET=tesaiot_api.get_latest),
     _route("/api/v1/telemetry/%s" % _SEGMENT, GET=tesaiot_api.get_history),
-    _route("/api/webhooks/tlink", POST=tlink_api.post_webhook),
-    _route("/api/users/%s/devices" % _SEGMENT, GET=tlink_api.get_devices),
-    _route("/api/users/%s/devices/%s/latest" % (_SEGMENT, _SEGMENT), GET=tlink_api.get_latest),
-    _route("/api/users/%s/devices/%s/history" % (_SEGMENT, _SEGMENT), GET=tlink_api.get_history),
+    _tlink_route("/api/webhooks/tlink", POST=tlink_api.post_webhook),
+    _tlink_route("/api/users/%s/devices" % _SEGMENT, GET=tlink_api.get_devices),
+    _tlink_route("/api/users/%s/devices/%s/latest" % (_SEGMENT, _SEGMENT), GET=tlink_api.get_latest),
+    _tlink_route("/api/users/%s/devices/%s/history" % (_SEGMENT, _SEGMENT), GET=tlink_api.get_history),
+    _tlink_route("/api/devices", GET=tlink_api.get_reference_devices),
+    # \d+ as Flask's <int:deviceId>: anything else (a sign, a letter) is not this route, so a 404
+    _tlink_route(r"/api/devices/(\d+)/latest", GET=tlink_api.get_reference_latest),
+    _tlink_route(r"/api/devices/(\d+)/history", GET=tlink_api.get_reference_history),
 ]
 
 
@@ -54,6 +64,7 @@ def dispatch(
     headers: HeaderLookup,
     store: TelemetryStore,
     tlink_secret: Optional[bytes] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> Reply:
     """Answer one request by its method and target (path plus query); the first matching route wins."""
     split = urlsplit(target)
@@ -68,5 +79,6 @@ def dispatch(
             return error_reply(405, "Method not allowed", "METHOD_NOT_ALLOWED", Allow=allow)
         args = [unquote(g) for g in match.groups()]
         query = parse_qs(split.query, keep_blank_values=False)
-        return function(ApiRequest(store, headers, body, query, tlink_secret), *args)
+        reply = function(ApiRequest(store, headers, body, query, tlink_secret, log), *args)
+        return reply._replace(flask_json=True) if route.flask_json else reply
     return error_reply(404, "Not found", "NOT_FOUND")

@@ -27,7 +27,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
 from ..payloads import parse_iso8601  # one parser for sender and twin
-from .tlink_store import TLINK_SCHEMA, TlinkTables
+from .tlink_store import TLINK_SCHEMA, TlinkTables, upgrade_tlink_schema
 
 Json = Dict[str, Any]
 UTC = _dt.timezone.utc
@@ -153,6 +153,7 @@ class TelemetryStore(TlinkTables):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA + TLINK_SCHEMA)
+        upgrade_tlink_schema(self._conn)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Usage: ``reply = post_webhook(ApiRequest(store, {"X-TLink-Signature": sig}, body
 
 Each route is a plain function from an ``ApiRequest`` (plus the path's ids) to a ``Reply``. The
 read-back routes take no credentials, like the reference receiver they copy; errors carry no
-``code``, as TLINK's do not.
+``code``, as TLINK's do not. Two read-backs: seed 001's ``/api/users/{userId}/devices...`` and the
+reference receiver's own ``/api/devices...`` (its shapes: camelCase, ``pagination``, ``history``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ from .api_request import (
     query_text,
 )
 from .replies import Reply, error_reply
+
+# The reference's page and history sizes come from its .env; these are the twin's choices.
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+DEFAULT_REFERENCE_HISTORY = 10
 from .store import TelemetryStore
-from .tlink_store import id_out, parse_tlink_time, validate_tlink_push
+from .tlink_store import ReferenceWouldFail, id_out, parse_tlink_time, validate_tlink_push
+
+# The reference's 500 is an unhandled database error; its body was not observed (Flask's default
+# is an HTML page), so the twin answers a JSON error that says what the reference's log would.
+DATABASE_ERROR = "Internal Server Error: the reference receiver's database refuses this push"
 
 
 def post_webhook(request: ApiRequest) -> Reply:
@@ -44,7 +54,15 @@ def post_webhook(request: ApiRequest) -> Reply:
     problem = validate_tlink_push(push)
     if problem is not None:
         return error_reply(400, problem)
-    return Reply(200, {"status": "ok", "storedReadings": request.store.store_tlink_push(push)})
+    try:
+        stored = request.store.store_tlink_push(push)
+    except ReferenceWouldFail as exc:
+        if request.log is not None:
+            request.log("TLINK push deviceId=%s answered 500, as the reference would: %s"
+                        % (push.get("deviceId"), exc))
+        return error_reply(500, "%s (%s)" % (DATABASE_ERROR, exc))
+    # storedReadings as the reference counts (entries processed); newReadings is the twin's own
+    return Reply(200, {"status": "ok", "storedReadings": stored.processed, "newReadings": stored.new})
 
 
 def _time_window(query: Query) -> Tuple[Optional[str], Optional[str]]:
@@ -107,3 +125,74 @@ def get_history(request: ApiRequest, user_id: str, device_id: str) -> Reply:
     readings = request.store.tlink_history(user_id, device_id, start=start, end=end, limit=limit)
     return Reply(200, {"userId": id_out(user_id), "deviceId": id_out(device_id),
                        "count": len(readings), "readings": readings})
+
+
+def _lenient_int(query: Query, name: str, default: Optional[int]) -> Optional[int]:
+    """A query integer the way Flask's ``args.get(name, default, type=int)`` reads it: junk is the default."""
+    text = query_text(query, name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def _lenient_time(query: Query, name: str) -> Optional[str]:
+    """A time filter the reference reads (``YYYY-MM-DD HH:MM:SS`` and two cousins); junk is no filter."""
+    from .tlink_store import parse_push_time
+
+    text = query_text(query, name)
+    try:
+        return parse_push_time(text) if text else None
+    except ValueError:
+        return None
+
+
+def _owner_missing(query: Query) -> Optional[Reply]:
+    """``ownerId`` names one of the reference's local accounts; the twin has none, so any is unknown."""
+    if query_text(query, "ownerId"):
+        return error_reply(404, "User not found")
+    return None
+
+
+def get_reference_devices(request: ApiRequest) -> Reply:
+    """GET /api/devices: the reference's paginated device list, each sensor with its newest readings.
+
+    Lenient like the reference: a bad ``page``/``pageSize``/``historyLimit``/``deviceId`` is its
+    default (a bad ``deviceId`` lists every device), and a bad time is no filter.
+    """
+    query = request.query
+    missing = _owner_missing(query)
+    if missing is not None:
+        return missing
+    page = max(_lenient_int(query, "page", 1) or 1, 1)
+    page_size = max(1, min(_lenient_int(query, "pageSize", DEFAULT_PAGE_SIZE) or DEFAULT_PAGE_SIZE,
+                           MAX_PAGE_SIZE))
+    history_limit = min(max(1, _lenient_int(query, "historyLimit", DEFAULT_REFERENCE_HISTORY)
+                            or DEFAULT_REFERENCE_HISTORY), MAX_HISTORY_LIMIT)
+    total, devices = request.store.tlink_devices_page(
+        device_id=_lenient_int(query, "deviceId", None), page=page, page_size=page_size,
+        start=_lenient_time(query, "startTime"), end=_lenient_time(query, "endTime"),
+        history_limit=history_limit)
+    pages = (total + page_size - 1) // page_size
+    return Reply(200, {"pagination": {"page": page, "pageSize": page_size, "total": total, "pages": pages},
+                       "devices": devices})
+
+
+def get_reference_latest(request: ApiRequest, device_id: str) -> Reply:
+    """GET /api/devices/{deviceId}/latest: the device and each sensor's newest stored reading."""
+    missing = _owner_missing(request.query)
+    if missing is not None:
+        return missing
+    answer = request.store.tlink_device_latest(int(device_id))
+    return error_reply(404, "Device not found") if answer is None else Reply(200, answer)
+
+
+def get_reference_history(request: ApiRequest, device_id: str) -> Reply:
+    """GET /api/devices/{deviceId}/history: the reference's pull-sync log; empty for pushed data."""
+    missing = _owner_missing(request.query)
+    if missing is not None:
+        return missing
+    answer = request.store.tlink_device_sync_history(int(device_id))
+    return error_reply(404, "Device not found") if answer is None else Reply(200, answer)
