@@ -112,8 +112,9 @@ def build_parser() -> ArgumentParser:
         description="Send TLINK push-protocol payloads to a webhook over verified HTTPS, signed with "
         "HMAC-SHA256 (X-TLink-Signature) when a secret is set.",
         epilog="secret: --secret-file PATH or the %s environment variable (never a flag). "
-        "Exit codes as post_https_sample.py: 0 delivered, 65 bad replay file or rejected push, "
-        "75 retry later, 77 signature rejected, 78 configuration/TLS." % SECRET_ENV,
+        "Exit codes as post_https_sample.py: 0 delivered, 2 usage or a flag over the receiver's limits, "
+        "65 bad data line, replay file or rejected push, 75 retry later, 77 signature rejected, "
+        "78 configuration/TLS." % SECRET_ENV,
     )
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
     w = p.add_argument_group("webhook")
