@@ -251,6 +251,8 @@ def body_source(s: TlinkSettings, replayed: Optional[List[bytes]], data_stream: 
         finally:
             if ledger is not None:
                 ledger.close()
+            if data_stream is not None and s.data_file != "-":
+                data_stream.close()
 
     return make
 
