@@ -307,13 +307,18 @@ def human_age(seconds: float) -> str:
 
 def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target, bodies: Bodies) -> int:
     code = ExitStatus.OK
+    produced = 0
     for seq, body in enumerate(bodies, 1):
         if isinstance(body, InputDataError):
             reporter.error(body.message, body.hint)
             code = ExitStatus.DATA
             continue
+        produced += 1
         headers = [("User-Agent", USER_AGENT)] + profile.headers(body, new_idempotency_key(), creds)
         reporter.dry_run(seq, "POST", target.url, headers, body)
+    if not produced and code is ExitStatus.OK:  # as a real run: an input without a reading is 65
+        raise InputDataError("the input held no reading, so nothing would be sent",
+                             hint="check what feeds the input (a dead sensor prints nothing)")
     return int(code)
 
 

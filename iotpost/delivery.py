@@ -28,16 +28,18 @@ from .transport import Response, Transport
 
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
                        location: Optional[str] = None, auth_hint: str = "check the credentials",
-                       names: SettingNames = GENERIC_NAMES) -> IotPostError:
+                       names: SettingNames = GENERIC_NAMES,
+                       refused: str = "the platform rejected the credentials") -> IotPostError:
     """The one-line error, exit code and hint for a final non-2xx answer.
 
-    ``names`` (the command's Profile.names) words the hints in that command's own flags.
+    ``names`` (the command's Profile.names) words the hints in that command's own flags;
+    ``refused`` and ``auth_hint`` (Profile.refusal) say what a 401 refused, in its words.
     """
     code = for_http_status(status)
     plain = message in ("", reason, "%d %s" % (status, reason))  # an HTML page's title often is just that
     said = "%d %s%s" % (status, reason, "" if plain else ": " + message)
     if status == 401:
-        err = IotPostError("the platform rejected the credentials (%s), while sending payload #%d" % (said, seq),
+        err = IotPostError("%s (%s), while sending payload #%d" % (refused, said, seq),
                            hint=auth_hint)
     elif status == 403:
         err = IotPostError("the platform refused this device (%s), while sending payload #%d" % (said, seq),
@@ -246,8 +248,11 @@ class Sender:
     def _error_for(self, response: Response, message: str, seq: int) -> Optional[IotPostError]:
         if 200 <= response.status < 300:
             return None
+        refused, hint = self.profile.refusal(self.creds)
+        if response.status != 401:
+            hint = self.profile.auth_hint  # a 403 refuses the device, not a missing signature
         return error_for_response(response.status, response.reason, message, self.transport.target.url, seq,
-                                  response.headers.get("location"), self.profile.auth_hint, self.profile.names)
+                                  response.headers.get("location"), hint, self.profile.names, refused)
 
     def _settle(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 error: Optional[IotPostError]) -> None:

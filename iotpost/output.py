@@ -90,9 +90,13 @@ def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = 
             if isinstance(value, str) and value:
                 text = value
                 break
-        if isinstance(doc.get("storedReadings"), int):  # TLINK webhooks: what was newly stored
-            text = "%s, storedReadings=%d" % (text if text and not text.startswith("{") else "ok",
-                                               doc["storedReadings"])
+        if isinstance(doc.get("storedReadings"), int):
+            # A TLINK webhook's answer, shown as what it is: storedReadings counts the entries the
+            # receiver processed (a duplicate push says the same N); newReadings, where a receiver
+            # adds it, what it newly stored.
+            text = "accepted, storedReadings=%d" % doc["storedReadings"]
+            if isinstance(doc.get("newReadings"), int):
+                text += ", newReadings=%d" % doc["newReadings"]
     text = redact(text)
     line = text.splitlines()[0] if text else ""
     line = "".join(ch if ch.isprintable() else " " for ch in line)
@@ -240,14 +244,17 @@ class Reporter:
             decoded: object = json.loads(body.decode("utf-8"))
         except ValueError:
             decoded = body.decode("utf-8", "replace")
+        exact = body.decode("utf-8", "backslashreplace")
         if self.mode == "json":
+            # "body_text" is the body exactly as signed and sent; "body" the same, decoded for reading.
             self.json_line({"event": "dry_run", "seq": seq, "method": method, "url": url,
-                            "headers": dict(shown), "body": decoded})
+                            "headers": dict(shown), "body": decoded, "body_text": exact})
             return
         lines = ["# dry run #%d: nothing is sent" % seq, "%s %s" % (method, url)]
         lines += ["%s: %s" % kv for kv in shown]
-        # The body exactly as sent (generated bodies are ASCII JSON), so it can be replayed with curl.
-        lines += ["", body.decode("utf-8", "backslashreplace"), ""]
+        # The body alone on its line, exactly as signed and sent (generated bodies are ASCII JSON),
+        # so that line and the signature header line can be replayed with curl.
+        lines += ["", exact, ""]
         for line in lines:
             self._write(self.stdout, line)
 

@@ -45,6 +45,16 @@ class Profile(NamedTuple):
     auth_hint: str = "check the credentials"
     # How the command for this platform names its URL and CA settings (hints name only real flags).
     names: SettingNames = SettingNames(url="the URL", ca="the CA file")
+    # How a 401 is told: what the platform refused, and (message, hint) when nothing was sent to
+    # refuse (an unsigned TLINK push to a webhook that checks signatures).
+    refused: str = "the platform rejected the credentials"
+    refused_without_credentials: Optional[Tuple[str, str]] = None
+
+    def refusal(self, creds: Credentials) -> Tuple[str, str]:
+        """(what was refused, hint) for a 401, worded for this platform and what this run sent."""
+        if self.refused_without_credentials is not None and not creds.secrets():
+            return self.refused_without_credentials
+        return self.refused, self.auth_hint
 
     def headers(self, body: bytes, idempotency_key: str, creds: Credentials) -> Headers:
         """Every header a send carries; the same key on every attempt of one payload."""
@@ -78,11 +88,22 @@ TESAIOT = Profile("tesaiot", "/api/v1/telemetry", _api_key_header("X-API-KEY"),
                   auth_hint="check api_key.txt and device_id.txt: are they this device's current pair? "
                   "download the bundle again if the key was rotated",
                   names=SettingNames(url="--base-url / endpoints.json", ca="--ca-file / the bundle's ca-chain.pem",
-                                     endpoint="--endpoint"))
+                                     endpoint="--endpoint", cleartext="the API key would travel unencrypted",
+                                     example_url="https://tesaiot.com",
+                                     url_credentials_hint="credentials belong in the bundle, not in the URL"))
 TLINK = Profile("tlink", "/api/webhooks/tlink", _tlink_auth,
-                auth_hint="check --secret-file / TLINK_WEBHOOK_SECRET: it must be the webhook's shared "
-                "secret (a webhook that checks signatures rejects unsigned pushes)",
-                names=SettingNames(url="--url / $TLINK_WEBHOOK_URL", ca="--ca-file / the bundle's ca-chain.pem"))
+                auth_hint="check --secret-file / $TLINK_WEBHOOK_SECRET: it must hold the webhook's shared "
+                "secret exactly (a trailing newline is ignored)",
+                names=SettingNames(url="--url / $TLINK_WEBHOOK_URL", ca="--ca-file / the bundle's ca-chain.pem",
+                                   cleartext="the push would travel unencrypted",
+                                   example_url="https://hooks.example.com/api/webhooks/tlink",
+                                   url_credentials_hint="the webhook secret belongs in --secret-file or "
+                                   "$TLINK_WEBHOOK_SECRET, not in the URL"),
+                refused="the webhook refused the push's signature",
+                refused_without_credentials=(
+                    "the webhook refused the unsigned push",
+                    "this webhook checks signatures: give its shared secret with --secret-file PATH or "
+                    "$TLINK_WEBHOOK_SECRET"))
 PROFILES = {p.name: p for p in (TESAIOT, TLINK)}
 
 # Header names whose values are secrets and are always shown redacted.

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 from .errors import ConfigError, IotPostError, SpoolFull, TransientError
 from .memory_spool import MemorySpool, SpoolItem  # noqa: F401 - MemorySpool: one import place for tests
@@ -430,6 +430,21 @@ class SqliteSpool:
         item_id, dropped = self._write(insert, "this reading not accepted")
         self.dropped += dropped
         return SpoolItem(item_id, profile, key, body, now, 0)
+
+    def advance_state(self, name: str, choose: Callable[[Any], Any], context: str = "while updating it") -> Any:
+        """Read a ``state`` value, store ``choose(old)`` in its place, in one transaction; return it.
+
+        One transaction, so two runs at once each see the other's value (tlink_push.py keeps each
+        device's last push time here). An exception from ``choose`` changes nothing.
+        """
+
+        def step(db):
+            row = db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+            value = choose(row[0] if row else None)
+            db.execute(_SET_STATE, (name, value))
+            return value
+
+        return self._write(step, context)
 
     def _reap_dead_owners(self, db, now: float) -> None:
         if os.name != "posix":

@@ -3,7 +3,7 @@
 Usage: ``target = parse_target("https://tesaiot.com", "/api/v1/telemetry")``
 
 Plain http:// is refused unless the caller opted in *and* the host is this machine: an API key
-must never cross a network in clear text, but a developer's local server may lack TLS.
+or a signed push must never cross a network in clear text, but a developer's local server may lack TLS.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ class SettingNames(NamedTuple):
     url: str  # "--base-url / endpoints.json"
     ca: str  # "--ca-file / the bundle's ca-chain.pem"
     endpoint: Optional[str] = None  # "--endpoint", for commands that take the path separately
+    # What a plain http:// URL would expose, and what a URL should look like, in this command's words.
+    cleartext: str = "the credentials would travel unencrypted"
+    example_url: str = "https://platform.example.com"
+    url_credentials_hint: str = "credentials do not belong in the URL"
 
 
 # For callers that do not say which command they serve: names no flag at all.
@@ -89,7 +93,7 @@ def parse_target(base_url: str, endpoint: str, allow_http: bool = False,
     if scheme not in ("https", "http") or not host:
         raise ConfigError(
             "base URL %r is not an https:// URL, while checking the platform URL" % base_url,
-            hint="it should look like https://tesaiot.com (check %s)" % names.url,
+            hint="it should look like %s (check %s)" % (names.example_url, names.url),
         )
     if _has_unsafe_chars(base_url.strip()) or _has_unsafe_chars(endpoint):
         raise ConfigError("URL %r has spaces or control characters" % (base_url + endpoint),
@@ -98,11 +102,11 @@ def parse_target(base_url: str, endpoint: str, allow_http: bool = False,
         raise ConfigError("base URL %r has port 0" % base_url, hint="leave the port out for 443")
     if parts.username or parts.password:
         raise ConfigError("base URL must not carry a user name or password",
-                          hint="credentials belong in the bundle, not in the URL")
+                          hint=names.url_credentials_hint)
     if scheme == "http":
         if not allow_http:
             raise ConfigError(
-                "refusing plain http:// URL %s: the API key would travel unencrypted" % base_url,
+                "refusing plain http:// URL %s: %s" % (base_url, names.cleartext),
                 hint="use https://; for a local development server on this machine pass --allow-http",
             )
         if not is_loopback(host):

@@ -1,10 +1,12 @@
 """TLINK push-protocol payloads, as the TLINK cloud POSTs them to a customer's webhook.
 
-Usage: ``gen = TlinkPushes(device_id=2864, user_id=385, parent_user_id="217", sensors=[...], seed=1)``
+Usage: ``gen = TlinkPushes(DeviceInfo(device_id=2864, user_id=385, parent_user_id="217"), sensors, seed=1)``
 ``body = encode_push(gen.next(now))``
 
-Types follow TLINK's own (strings where TLINK sends strings: ``reVal``, ``value``, ``isAlarm``;
-numbers for ids and ``isLine``), so a webhook tested with this sees what production will send.
+Types follow TLINK's own (strings where TLINK sends strings: ``reVal``, ``value``, ``isAlarm``,
+``lat``/``lng``; numbers for ids and ``isLine``), so a webhook tested with this sees what production
+will send. ``LIMITS`` holds the reference receiver's column limits: a push over one fails there with
+500 on every retry, so pushes are checked against it before anything is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,40 @@ NUMERIC, SWITCH, LOCATION, IMAGE, SWITCH_ALT, LEVEL, VIDEO, STRING = 1, 2, 3, 4,
 TYPE_NAMES = {1: "numeric", 2: "switch", 3: "location", 4: "image", 5: "switch", 6: "level", 7: "video",
               8: "string"}
 
+MAX_ID = 2 ** 63 - 1  # a signed 64-bit BIGINT
+
+
+class Limit(NamedTuple):
+    kind: str  # "id": a whole number from 1 to MAX_ID; "text": at most ``most`` characters
+    most: int
+
+
+# The reference receiver's columns (its MySQL schema, PROTOCOLS.md): the one table of limits.
+LIMITS: Dict[str, Limit] = {
+    "deviceId": Limit("id", MAX_ID), "deviceUserid": Limit("id", MAX_ID), "groupId": Limit("id", MAX_ID),
+    "sensorsId": Limit("id", MAX_ID),
+    "deviceName": Limit("text", 191), "deviceNo": Limit("text", 191), "productId": Limit("text", 191),
+    "productType": Limit("text", 191), "protocolLabel": Limit("text", 191), "parentUserId": Limit("text", 191),
+    "sensorName": Limit("text", 191), "rawData": Limit("text", 191),
+    "lat": Limit("text", 64), "lng": Limit("text", 64), "unit": Limit("text", 64), "times": Limit("text", 64),
+    "reVal": Limit("text", 255), "value": Limit("text", 255),
+}
+
+
+def limit_problem(field: str, value: Any) -> Optional[str]:
+    """Why ``value`` does not fit the receiver's ``field`` column (naming field and limit), or None."""
+    limit = LIMITS[field]
+    if limit.kind == "id":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit.most:
+            return ("%s %r is out of range: the receiver takes a whole number from 1 to %d (signed 64-bit)"
+                    % (field, value, limit.most))
+        return None
+    if len(value) > limit.most:
+        return ("%s is %d characters; the receiver's column holds at most %d"
+                % (field, len(value), limit.most))
+    return None
+
+
 # Plausible ranges for numeric sensors by unit: (low, high, step per reading, alarm above).
 _RANGES = {
     "°c": (15.0, 40.0, 0.3, 35.0), "c": (15.0, 40.0, 0.3, 35.0), "%rh": (30.0, 95.0, 1.0, 90.0),
@@ -35,19 +71,49 @@ class SensorSpec(NamedTuple):
     sensor_id: int
     type_id: int = NUMERIC
     unit: Optional[str] = None
+    name: Optional[str] = None  # sensorName
+
+
+class DeviceInfo(NamedTuple):
+    """What a push says about its device; None fields are left out of the push."""
+
+    device_id: int
+    user_id: int
+    parent_user_id: str
+    device_no: Optional[str] = None  # None: derived from device_id (see default_device_no)
+    device_name: Optional[str] = None
+    group_id: Optional[int] = None
+    lat: Optional[str] = None
+    lng: Optional[str] = None
+    product_id: Optional[str] = None
+    product_type: Optional[str] = None
+    protocol_label: Optional[str] = None
 
 
 DEFAULT_SENSORS = (SensorSpec(11922, NUMERIC, "°C"), SensorSpec(11923, NUMERIC, "%RH"),
                    SensorSpec(11924, SWITCH, None))
 
 
+def default_device_no(device_id: int) -> str:
+    """A stable 16-character device number for ``device_id`` (TLINK's look: upper-case letters and digits).
+
+    Sending one keeps the reference receiver from keying the device on ``rawData`` instead.
+    """
+    import hashlib  # only TLINK needs it; keep it off the TESAIoT start-up path
+
+    return hashlib.sha256(b"iotpost-tlink-device:%d" % device_id).hexdigest()[:16].upper()
+
+
 def parse_sensor(text: str) -> SensorSpec:
-    """``ID[:TYPE[:UNIT]]``, e.g. ``11922:1:°C``; raises ValueError with a readable reason."""
-    parts = text.split(":", 2)
+    """``ID[:TYPE[:UNIT[:NAME]]]``, e.g. ``11922:1:°C:Room 2: north``; NAME is the rest and may hold ``:``.
+
+    Raises ValueError with a readable reason, limits included.
+    """
+    parts = text.split(":", 3)
     try:
         sensor_id = int(parts[0])
     except ValueError:
-        raise ValueError("sensor id %r is not a number (expected ID[:TYPE[:UNIT]])" % parts[0]) from None
+        raise ValueError("sensor id %r is not a number (expected ID[:TYPE[:UNIT[:NAME]]])" % parts[0]) from None
     type_id = NUMERIC
     if len(parts) > 1 and parts[1]:
         try:
@@ -57,17 +123,109 @@ def parse_sensor(text: str) -> SensorSpec:
         if type_id not in TYPE_NAMES:
             raise ValueError("sensor type %d is not a TLINK type (1-8)" % type_id)
     unit = parts[2] if len(parts) > 2 and parts[2] else None
-    return SensorSpec(sensor_id, type_id, unit)
+    name = parts[3] if len(parts) > 3 and parts[3] else None
+    for field, value in (("sensorsId", sensor_id), ("unit", unit), ("sensorName", name)):
+        problem = limit_problem(field, value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+    return SensorSpec(sensor_id, type_id, unit, name)
+
+
+def value_text(value: Any) -> str:
+    """A reading as TLINK carries it in ``reVal``/``value``: text (true/false as 1/0)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)  # numbers as JSON writes them: 21.5, 7, 1e+20
+
+
+def reading_entry(s: SensorSpec, hms: str, raw: str, value: str, alarm: bool = False,
+                  online: bool = True) -> Dict[str, Any]:
+    """One ``sensorsDates`` entry, typed and ordered as TLINK sends it."""
+    entry: Dict[str, Any] = {
+        "times": hms,
+        "sensorsId": s.sensor_id,
+        "isAlarm": "1" if alarm else "0",
+        "sensorsTypeId": s.type_id,
+        "isLine": 1 if online else 0,  # TLINK: 1 the sensor is online, 0 offline
+        "reVal": raw,
+        "value": value,
+    }
+    if s.unit:
+        entry["unit"] = s.unit
+    if s.name:
+        entry["sensorName"] = s.name
+    return entry
+
+
+# A Modbus-RTU style read answer (address, function 3, byte count, 16-bit registers, CRC): one
+# register per sensor, at most this many, so rawData stays under the receiver's 191 characters
+# (10 + 4 per register hex digits) however many sensors a push carries.
+MAX_FRAME_REGISTERS = 45
+
+
+def _crc16_modbus(data: bytes) -> int:
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def _register(value: str) -> int:
+    """A reading as a signed 16-bit register in tenths (21.5 -> 215); text readings are 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        return 0
+    if number != number or number in (float("inf"), float("-inf")):
+        return 0
+    return max(-32768, min(32767, int(round(number * 10)))) & 0xFFFF
+
+
+def raw_frame(device_id: int, values: Sequence[str]) -> str:
+    """Upper-case hex of the device's raw frame for these readings (at most 190 characters)."""
+    registers = [_register(v) for v in values[:MAX_FRAME_REGISTERS]]
+    frame = bytearray([device_id % 247 + 1, 0x03, 2 * len(registers)])
+    for r in registers:
+        frame += bytes([r >> 8, r & 0xFF])
+    crc = _crc16_modbus(bytes(frame))
+    frame += bytes([crc & 0xFF, crc >> 8])
+    return bytes(frame).hex().upper()
+
+
+def make_push(device: DeviceInfo, readings: List[Dict[str, Any]], stamp: str) -> Dict[str, Any]:
+    """A whole push in TLINK's field order; the device's optional fields only when set."""
+    push: Dict[str, Any] = {
+        "flag": "00",
+        "deviceUserid": device.user_id,
+        "parentUserId": device.parent_user_id,
+        "sensorsDates": readings,
+        "time": stamp,
+        "rawData": raw_frame(device.device_id, [r["reVal"] for r in readings]),
+        "deviceId": device.device_id,
+        "deviceNo": device.device_no or default_device_no(device.device_id),
+    }
+    for field, value in (("deviceName", device.device_name), ("groupId", device.group_id), ("lat", device.lat),
+                         ("lng", device.lng), ("productId", device.product_id),
+                         ("productType", device.product_type), ("protocolLabel", device.protocol_label)):
+        if value is not None:
+            push[field] = value
+    return push
+
+
+def tlink_time(wall: float) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in local time, no zone: how TLINK stamps a push."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
 
 
 class TlinkPushes:
     """Makes successive pushes for one device; values drift plausibly per sensor type."""
 
-    def __init__(self, device_id: int, user_id: int, parent_user_id: str, sensors: Sequence[SensorSpec],
-                 seed: Optional[int] = None) -> None:
-        self.device_id = device_id
-        self.user_id = user_id
-        self.parent_user_id = parent_user_id
+    def __init__(self, device: DeviceInfo, sensors: Sequence[SensorSpec], seed: Optional[int] = None) -> None:
+        self.device = device
         self.sensors = list(sensors)
         self._rng = random.Random(seed)
         self._state: Dict[int, float] = {}
@@ -100,33 +258,12 @@ class TlinkPushes:
                 s.sensor_id, rng.randrange(10 ** 6), "jpg" if s.type_id == IMAGE else "mp4")
         else:
             raw = value = rng.choice(("OK", "IDLE", "RUNNING", "MAINTENANCE"))
-        reading: Dict[str, Any] = {
-            "times": hms,
-            "sensorsId": s.sensor_id,
-            "isAlarm": "1" if alarm else "0",
-            "sensorsTypeId": s.type_id,
-            "isLine": 1,
-            "reVal": raw,
-            "value": value,
-        }
-        if s.unit:
-            reading["unit"] = s.unit
-        return reading
+        return reading_entry(s, hms, raw, value, alarm)
 
     def next(self, wall: float) -> Dict[str, Any]:
         """One push stamped with ``wall`` (local time, no zone, as TLINK sends it)."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
-        readings = [self._reading(s, stamp[11:]) for s in self.sensors]
-        frame = "#RTU," + ",".join(r["reVal"] for r in readings) + "\r\n"
-        return {
-            "flag": "00",
-            "deviceUserid": self.user_id,
-            "parentUserId": self.parent_user_id,
-            "sensorsDates": readings,
-            "time": stamp,
-            "rawData": frame.encode("utf-8").hex().upper(),
-            "deviceId": self.device_id,
-        }
+        stamp = tlink_time(wall)
+        return make_push(self.device, [self._reading(s, stamp[11:]) for s in self.sensors], stamp)
 
 
 def encode_push(push: Dict[str, Any]) -> bytes:

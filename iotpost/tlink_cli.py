@@ -1,10 +1,13 @@
 """tlink_push.py: send TLINK push-protocol payloads to a webhook, HMAC-signed when a secret is set.
 
 Usage: ``python3 tlink_push.py --url https://hooks.example.com/api/webhooks/tlink --secret-file s.txt``
+``read-sensors | python3 tlink_push.py --data-file - --sensor 11922:1:°C:Room --spool /var/lib/tlink.db``
 
-For teams exercising their TLINK webhook before pointing the TLINK cloud at it, or replaying
-what TLINK sent (--replay). Same TLS rules, exit codes, output modes, retries and spool as
-post_https_sample.py: both run through iotpost.cli_common.
+For teams exercising their TLINK webhook before pointing the TLINK cloud at it, pushing real
+readings (--data-file), or replaying what TLINK sent (--replay). Every flag is checked against
+the reference receiver's column limits (tlink.LIMITS) before anything is sent. Same TLS rules,
+exit codes, output modes, retries and spool as post_https_sample.py: both run through
+iotpost.cli_common.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from typing import IO, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -22,12 +25,15 @@ from .cli_common import (CommonSettings, add_sending_arguments, common_settings,
                          make_reporter, send_all, spool_report)
 from .cli_run import run
 from .console import protect_std_streams
-from .environment import Environment, reading_time
+from .environment import Environment
 from .errors import InputDataError, UsageError
 from .profiles import TLINK, Credentials
 from .schedule import paced
 from .target import parse_target
-from .tlink import DEFAULT_SENSORS, SensorSpec, TlinkPushes, encode_push, load_replay, parse_sensor
+from .tlink import (DEFAULT_SENSORS, DeviceInfo, SensorSpec, TlinkPushes, encode_push, limit_problem, load_replay,
+                    make_push, parse_sensor, reading_entry, tlink_time)
+from .tlink_input import TlinkLine, read_reading_lines
+from .tlink_stamps import PushTimes
 
 PROG = "tlink_push.py"
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
@@ -40,11 +46,10 @@ class TlinkSettings(NamedTuple):
     url: str
     ca_file: Path
     secret_file: Optional[Path]
-    device_id: int
-    user_id: int
-    parent_user_id: str
+    device: DeviceInfo
     sensors: Tuple[SensorSpec, ...]
     replay: Optional[str]
+    data_file: Optional[str]
     common: CommonSettings
 
 
@@ -55,14 +60,61 @@ def _sensor(text: str) -> SensorSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+
+
+# flag -> the receiver's field it fills, for checking against tlink.LIMITS
+_FLAG_FIELDS = (("--device-id", "device_id", "deviceId"), ("--user-id", "user_id", "deviceUserid"),
+                ("--group-id", "group_id", "groupId"), ("--device-no", "device_no", "deviceNo"),
+                ("--device-name", "device_name", "deviceName"), ("--parent-user-id", "parent_user_id", "parentUserId"),
+                ("--lat", "lat", "lat"), ("--lng", "lng", "lng"), ("--product-id", "product_id", "productId"),
+                ("--product-type", "product_type", "productType"),
+                ("--protocol-label", "protocol_label", "protocolLabel"))
+
+
+def _device_from_args(ns: argparse.Namespace) -> DeviceInfo:
+    """The device flags, each checked against the receiver's limits (exit 2 naming flag, field and limit)."""
+    for flag, attr, field in _FLAG_FIELDS:
+        value = getattr(ns, attr)
+        problem = limit_problem(field, value) if value is not None else None
+        if problem:
+            raise UsageError("%s: %s" % (flag, problem))
+    for flag, attr in (("--lat", "lat"), ("--lng", "lng")):
+        value = getattr(ns, attr)
+        try:
+            if value is not None:
+                float(value)
+        except ValueError:
+            raise UsageError("%s %r is not a number of degrees" % (flag, value)) from None
+    return DeviceInfo(ns.device_id, ns.user_id, ns.parent_user_id, device_no=ns.device_no or None,
+                      device_name=ns.device_name, group_id=ns.group_id, lat=ns.lat, lng=ns.lng,
+                      product_id=ns.product_id, product_type=ns.product_type, protocol_label=ns.protocol_label)
+
+
+def _sensors_from_args(sensors: Optional[List[SensorSpec]]) -> Tuple[SensorSpec, ...]:
+    if not sensors:
+        return DEFAULT_SENSORS
+    seen = set()
+    for spec in sensors:
+        if spec.sensor_id in seen:
+            raise UsageError("--sensor %d is given twice; each sensor id may appear once" % spec.sensor_id)
+        seen.add(spec.sensor_id)
+    return tuple(sensors)
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
         description="Send TLINK push-protocol payloads to a webhook over verified HTTPS, signed with "
         "HMAC-SHA256 (X-TLink-Signature) when a secret is set.",
         epilog="secret: --secret-file PATH or the %s environment variable (never a flag). "
-        "Exit codes as post_https_sample.py: 0 delivered, 65 bad replay file or rejected push, "
-        "75 retry later, 77 signature rejected, 78 configuration/TLS." % SECRET_ENV,
+        "Exit codes as post_https_sample.py: 0 delivered, 2 usage or a flag over the receiver's limits, "
+        "65 bad data line, replay file or rejected push, 75 retry later, 77 signature rejected, "
+        "78 configuration/TLS." % SECRET_ENV,
     )
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
     w = p.add_argument_group("webhook")
@@ -73,14 +125,29 @@ def build_parser() -> ArgumentParser:
     w.add_argument("--secret-file", type=Path, default=None, metavar="PATH",
                    help="file holding the HMAC secret (or set %s); without one, pushes are unsigned" % SECRET_ENV)
     d = p.add_argument_group("push content")
-    d.add_argument("--device-id", type=int, default=2864, metavar="N", help="TLINK deviceId (default: 2864)")
-    d.add_argument("--user-id", type=int, default=385, metavar="N", help="deviceUserid (default: 385)")
+    d.add_argument("--device-id", type=_number, default=2864, metavar="N", help="TLINK deviceId (default: 2864)")
+    d.add_argument("--device-no", default=None, metavar="TEXT",
+                   help="deviceNo, the device number the receiver keys the device on (default: 16 characters "
+                   "derived from --device-id)")
+    d.add_argument("--device-name", default=None, metavar="TEXT", help="deviceName (default: none)")
+    d.add_argument("--user-id", type=_number, default=385, metavar="N", help="deviceUserid (default: 385)")
     d.add_argument("--parent-user-id", default="217", metavar="ID", help="parentUserId (default: 217)")
-    d.add_argument("--sensor", type=_sensor, action="append", default=None, metavar="ID[:TYPE[:UNIT]]",
+    d.add_argument("--group-id", type=_number, default=None, metavar="N", help="groupId (default: none)")
+    d.add_argument("--lat", default=None, metavar="DEG", help="the device's latitude, lat (default: none)")
+    d.add_argument("--lng", default=None, metavar="DEG", help="the device's longitude, lng (default: none)")
+    d.add_argument("--product-id", default=None, metavar="TEXT", help="productId (default: none)")
+    d.add_argument("--product-type", default=None, metavar="TEXT", help="productType (default: none)")
+    d.add_argument("--protocol-label", default=None, metavar="TEXT", help="protocolLabel (default: none)")
+    d.add_argument("--sensor", type=_sensor, action="append", default=None, metavar="ID[:TYPE[:UNIT[:NAME]]]",
                    help="a sensor to report, repeatable; TYPE is TLINK's sensorsTypeId (1 numeric, 2/5 switch, "
-                   "3 location, 4 image, 6 level, 7 video, 8 string). Default: 11922:1:°C 11923:1:%%RH 11924:2")
-    d.add_argument("--replay", default=None, metavar="PATH",
-                   help="send recorded pushes byte-for-byte: a JSON object or JSON Lines ('-' = stdin)")
+                   "3 location, 4 image, 6 level, 7 video, 8 string); NAME (sensorName) is the rest and may "
+                   "hold ':'. Default: 11922:1:°C 11923:1:%%RH 11924:2")
+    src = d.add_mutually_exclusive_group()
+    src.add_argument("--data-file", default=None, metavar="PATH",
+                     help="real readings, JSON Lines, one push per line: {\"SENSOR_ID\": value, ..., "
+                     "\"time\": \"YYYY-MM-DD HH:MM:SS\"} (time optional); '-' streams stdin line by line")
+    src.add_argument("--replay", default=None, metavar="PATH",
+                     help="send recorded pushes byte-for-byte: a JSON object or JSON Lines ('-' = stdin)")
     add_sending_arguments(p)
     return p
 
@@ -97,18 +164,17 @@ def settings_from_args(argv: List[str], environ: Optional[dict] = None) -> Tlink
     env = os.environ if environ is None else environ
     ns = build_parser().parse_args(argv)
     common = common_settings(ns, env)
-    if ns.replay and common.flush_spool:
-        raise UsageError("--replay and --flush-spool cannot be used together")
+    if (ns.replay or ns.data_file) and common.flush_spool:
+        raise UsageError("--flush-spool sends only what is spooled; it takes no --replay/--data-file")
     ca = ns.ca_file if ns.ca_file is not None else default_certs_dir(SCRIPT_DIR, env) / CA_FILE
     return TlinkSettings(
         url=ns.url or env.get(URL_ENV, "").strip() or DEFAULT_URL,
         ca_file=ca,
         secret_file=ns.secret_file,
-        device_id=ns.device_id,
-        user_id=ns.user_id,
-        parent_user_id=ns.parent_user_id,
-        sensors=tuple(ns.sensor) if ns.sensor else DEFAULT_SENSORS,
+        device=_device_from_args(ns),
+        sensors=_sensors_from_args(ns.sensor),
         replay=ns.replay,
+        data_file=ns.data_file,
         common=common,
     )
 
@@ -123,6 +189,72 @@ def _read_replay(name: str, env: Environment) -> List[bytes]:
             return load_replay(fh.read(), name)
     except OSError as exc:
         raise InputDataError("replay file %s cannot be read (%s)" % (name, exc.strerror or exc)) from None
+
+
+def _open_data_file(name: str, env: Environment) -> IO:
+    """--data-file's stream, read as bytes line by line (one line of bad bytes must not end it)."""
+    if name == "-":
+        return getattr(env.stdin, "buffer", env.stdin)
+    try:
+        return open(name, "rb")
+    except OSError as exc:
+        raise InputDataError("data file %s cannot be read (%s)" % (name, exc.strerror or exc)) from None
+
+
+def _open_ledger(c: CommonSettings):
+    """The spool's record of each device's last push time, when there is a spool (never in a dry run)."""
+    if c.spool is None or c.dry_run:
+        return None
+    from .spool import open_spool
+
+    return open_spool(c.spool)
+
+
+def _line_push(s: TlinkSettings, line: TlinkLine, times: PushTimes) -> bytes:
+    """One --data-file line as a push: declared sensors keep their type, unit and name; others are numeric."""
+    if line.time is not None:
+        times.own(line.time, line.where)  # refuses (65) a time that repeats the previous push's
+        stamp = line.time
+    else:
+        stamp = tlink_time(times.generated())
+    declared = {spec.sensor_id: spec for spec in s.sensors}
+    readings = []
+    for sensor_id, value in line.values.items():
+        spec = declared.get(sensor_id) or SensorSpec(sensor_id)
+        online = value is not None  # null: the sensor is offline (isLine 0)
+        readings.append(reading_entry(spec, stamp[11:], value or "", value or "", online=online))
+    return encode_push(make_push(s.device, readings, stamp))
+
+
+def body_source(s: TlinkSettings, replayed: Optional[List[bytes]], data_stream: Optional[IO]):
+    """A factory of bodies for send_all: replayed pushes, --data-file lines, or generated pushes."""
+    c = s.common
+
+    def make(run_env: Environment) -> Iterator[Union[bytes, InputDataError]]:
+        if replayed is not None:
+            yield from replayed
+            return
+        ledger = _open_ledger(c)  # opened here, after send_all has opened (and if need be repaired) the spool
+        times = PushTimes(s.device.device_id, run_env, ledger)
+        try:
+            if data_stream is not None:
+                name = "<stdin>" if s.data_file == "-" else s.data_file
+                for line in read_reading_lines(data_stream, name):
+                    try:
+                        yield line if isinstance(line, InputDataError) else _line_push(s, line, times)
+                    except InputDataError as exc:
+                        yield exc
+                return
+            gen = TlinkPushes(s.device, s.sensors, seed=c.seed)
+            for _ in paced(c.count, c.interval, c.period_min * 60, run_env.monotonic, run_env.sleep):
+                yield encode_push(gen.next(times.generated()))
+        finally:
+            if ledger is not None:
+                ledger.close()
+            if data_stream is not None and s.data_file != "-":
+                data_stream.close()
+
+    return make
 
 
 def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None) -> int:
@@ -147,18 +279,11 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
 
     ctx = build_ssl_context(s.ca_file) if target.scheme == "https" else None
     replayed = _read_replay(s.replay, env) if s.replay else None  # checked whole, before any send
-    if c.count > 1 and c.interval < 1 and replayed is None and c.output != "quiet":
-        reporter.warn("pushes less than 1 s apart share TLINK's one-second time stamp; a webhook that "
-                      "de-duplicates on it (as the reference does) stores them once")
-
-    def make(run_env: Environment) -> Iterator[bytes]:
-        if replayed is not None:
-            yield from replayed
-            return
-        gen = TlinkPushes(s.device_id, s.user_id, s.parent_user_id, s.sensors, seed=c.seed)
-        for _ in paced(c.count, c.interval, c.period_min * 60, run_env.monotonic, run_env.sleep):
-            yield encode_push(gen.next(reading_time(run_env)))
-
+    data_stream = _open_data_file(s.data_file, env) if s.data_file else None  # missing file: before any send
+    if c.count > 1 and c.interval < 1 and replayed is None and data_stream is None and c.output != "quiet":
+        reporter.warn("--interval under 1 s: TLINK stamps pushes to the second, so each push waits for a "
+                      "second of its own")
+    make = body_source(s, replayed, data_stream)
     creds = Credentials(hmac_secret=secret)
     return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, ctx)
 

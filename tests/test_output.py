@@ -383,8 +383,10 @@ class ShortMessageTest(unittest.TestCase):
         self.assertEqual(short_message(doc, redact=Redactor([API_KEY])), "bad key [REDACTED]")
 
     def test_tlink_stored_readings(self) -> None:
-        self.assertEqual(short_message(b'{"message": "ok", "storedReadings": 3}'), "ok, storedReadings=3")
-        self.assertEqual(short_message(b'{"storedReadings": 0}'), "ok, storedReadings=0")
+        self.assertEqual(short_message(b'{"message": "ok", "storedReadings": 3}'), "accepted, storedReadings=3")
+        self.assertEqual(short_message(b'{"storedReadings": 0}'), "accepted, storedReadings=0")
+        self.assertEqual(short_message(b'{"status": "ok", "storedReadings": 3, "newReadings": 0}'),
+                         "accepted, storedReadings=3, newReadings=0")
         self.assertEqual(short_message(b'{"storedReadings": "3"}'), '{"storedReadings": "3"}')
 
     def test_long_text_truncated(self) -> None:
