@@ -5,8 +5,8 @@ Usage: ``gen = TlinkPushes(DeviceInfo(device_id=2864, user_id=385, parent_user_i
 
 Types follow TLINK's own (strings where TLINK sends strings: ``reVal``, ``value``, ``isAlarm``,
 ``lat``/``lng``; numbers for ids and ``isLine``), so a webhook tested with this sees what production
-will send. ``LIMITS`` holds the reference receiver's column limits: a push over one fails there with
-500 on every retry, so pushes are checked against it before anything is sent.
+will send. Pushes are checked against the reference receiver's column limits
+(``tlink_schema.LIMITS``: a push over one fails there with 500 on every retry) before anything is sent.
 """
 
 from __future__ import annotations
@@ -18,43 +18,33 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from .data_input import decode_json
 from .errors import InputDataError
+from .tlink_schema import MAX_ID, text_limit
 
 # TLINK sensorsTypeId values.
 NUMERIC, SWITCH, LOCATION, IMAGE, SWITCH_ALT, LEVEL, VIDEO, STRING = 1, 2, 3, 4, 5, 6, 7, 8
 TYPE_NAMES = {1: "numeric", 2: "switch", 3: "location", 4: "image", 5: "switch", 6: "level", 7: "video",
               8: "string"}
 
-MAX_ID = 2 ** 63 - 1  # a signed 64-bit BIGINT
-
-
-class Limit(NamedTuple):
-    kind: str  # "id": a whole number from 1 to MAX_ID; "text": at most ``most`` characters
-    most: int
-
-
-# The reference receiver's columns (its MySQL schema, PROTOCOLS.md): the one table of limits.
-LIMITS: Dict[str, Limit] = {
-    "deviceId": Limit("id", MAX_ID), "deviceUserid": Limit("id", MAX_ID), "groupId": Limit("id", MAX_ID),
-    "sensorsId": Limit("id", MAX_ID),
-    "deviceName": Limit("text", 191), "deviceNo": Limit("text", 191), "productId": Limit("text", 191),
-    "productType": Limit("text", 191), "protocolLabel": Limit("text", 191), "parentUserId": Limit("text", 191),
-    "sensorName": Limit("text", 191), "rawData": Limit("text", 191),
-    "lat": Limit("text", 64), "lng": Limit("text", 64), "unit": Limit("text", 64), "times": Limit("text", 64),
-    "reVal": Limit("text", 255), "value": Limit("text", 255),
-}
+# What the sender sends as whole-number ids: positive signed 64-bit (the reference keys and stores them so).
+SENT_IDS = ("deviceId", "deviceUserid", "groupId", "sensorsId")
 
 
 def limit_problem(field: str, value: Any) -> Optional[str]:
-    """Why ``value`` does not fit the receiver's ``field`` column (naming field and limit), or None."""
-    limit = LIMITS[field]
-    if limit.kind == "id":
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit.most:
+    """Why ``value`` does not fit the receiver's ``field`` column (naming field and limit), or None.
+
+    The sizes come from ``tlink_schema.LIMITS``; ``rawData`` fills ``deviceNo``'s column when a push
+    has no ``deviceNo``, so it is held to that size.
+    """
+    if field in SENT_IDS:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
             return ("%s %r is out of range: the receiver takes a whole number from 1 to %d (signed 64-bit)"
-                    % (field, value, limit.most))
+                    % (field, value, MAX_ID))
         return None
-    if len(value) > limit.most:
-        return ("%s is %d characters; the receiver's column holds at most %d"
-                % (field, len(value), limit.most))
+    most = text_limit("deviceNo" if field == "rawData" else field)
+    if most is None:
+        raise KeyError(field)  # a field we do not check: a bug in the caller
+    if len(value) > most:
+        return ("%s is %d characters; the receiver's column holds at most %d" % (field, len(value), most))
     return None
 
 

@@ -5,7 +5,7 @@ Usage: ``python3 tlink_push.py --url https://hooks.example.com/api/webhooks/tlin
 
 For teams exercising their TLINK webhook before pointing the TLINK cloud at it, pushing real
 readings (--data-file), or replaying what TLINK sent (--replay). Every flag is checked against
-the reference receiver's column limits (tlink.LIMITS) before anything is sent. Same TLS rules,
+the reference receiver's column limits (tlink_schema.LIMITS) before anything is sent. Same TLS rules,
 exit codes, output modes, retries and spool as post_https_sample.py: both run through
 iotpost.cli_common.
 """
@@ -67,7 +67,7 @@ def _number(text: str) -> int:
         raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
 
 
-# flag -> the receiver's field it fills, for checking against tlink.LIMITS
+# flag -> the receiver's field it fills, for checking against tlink_schema.LIMITS
 _FLAG_FIELDS = (("--device-id", "device_id", "deviceId"), ("--user-id", "user_id", "deviceUserid"),
                 ("--group-id", "group_id", "groupId"), ("--device-no", "device_no", "deviceNo"),
                 ("--device-name", "device_name", "deviceName"), ("--parent-user-id", "parent_user_id", "parentUserId"),

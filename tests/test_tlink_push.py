@@ -11,10 +11,11 @@ from pathlib import Path
 from iotpost.environment import Environment
 from iotpost.errors import ClockNotSet, InputDataError, UsageError
 from iotpost.spool import open_spool
-from iotpost.tlink import (IMAGE, LIMITS, MAX_FRAME_REGISTERS, NUMERIC, DeviceInfo, SensorSpec, TlinkPushes,
+from iotpost.tlink import (IMAGE, MAX_FRAME_REGISTERS, NUMERIC, SENT_IDS, DeviceInfo, SensorSpec, TlinkPushes,
                            default_device_no, limit_problem, parse_sensor, raw_frame, tlink_time, value_text)
 from iotpost.tlink_cli import settings_from_args
 from iotpost.tlink_input import parse_reading_line, read_reading_lines
+from iotpost.tlink_schema import text_limit
 from iotpost.tlink_stamps import AHEAD_WINDOW_S, PushTimes, next_second
 
 NOW = 1795797969.25  # 2026-11-27, after the release date: reading_time accepts it
@@ -39,14 +40,13 @@ class FakeClock:
 
 class LimitTests(unittest.TestCase):
     def test_the_table_holds_the_receivers_columns(self):
-        self.assertEqual({f for f, l in LIMITS.items() if l.kind == "id"},
-                         {"deviceId", "deviceUserid", "groupId", "sensorsId"})
+        self.assertEqual(SENT_IDS, ("deviceId", "deviceUserid", "groupId", "sensorsId"))
         for field in ("deviceName", "deviceNo", "productId", "productType", "protocolLabel", "parentUserId",
-                      "sensorName"):
-            self.assertEqual(LIMITS[field].most, 191, field)
-        for field in ("lat", "lng", "unit"):
-            self.assertEqual(LIMITS[field].most, 64, field)
-        self.assertEqual((LIMITS["reVal"].most, LIMITS["value"].most), (255, 255))
+                      "sensorName", "rawData"):
+            self.assertIn("at most 191", limit_problem(field, "x" * 192), field)
+        for field in ("lat", "lng", "unit", "times"):
+            self.assertIn("at most 64", limit_problem(field, "x" * 65), field)
+        self.assertEqual((text_limit("reVal"), text_limit("value")), (255, 255))
 
     def test_ids_are_positive_signed_64_bit(self):
         self.assertIsNone(limit_problem("deviceId", 1))

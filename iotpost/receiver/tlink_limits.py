@@ -6,7 +6,7 @@ The reference receiver (Flask + MySQL in strict mode, see PROTOCOLS.md "TLINK pu
 writes a push in one transaction: a value too long for its VARCHAR column, or an integer outside
 its BIGINT/INT column, is a database error, so the whole push fails with 500 and nothing is kept,
 on every retry. The twin checks the same limits before it stores anything, so a sender meets the
-failure here first instead of in production. ``LIMITS`` is the only place the sizes live.
+failure here first instead of in production. The sizes live in ``iotpost.tlink_schema.LIMITS``, shared with the sender.
 """
 
 from __future__ import annotations
@@ -16,42 +16,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 Json = Dict[str, Any]
 
-TEXT = "text"  # VARCHAR(size): at most ``size`` characters, as the driver would render the value
-INT64 = "int64"  # BIGINT: a signed 64-bit integer
-INT32 = "int32"  # INT: a signed 32-bit integer
-DEVICE_KEY = "device key"  # BIGINT and > 0: the reference finds the device by it
-LOOSE_INT64 = "loose int64"  # BIGINT, but the reference drops (stores NULL) what is not an integer
-
-
-class Limit(NamedTuple):
-    """One column of the reference's schema, named by the push field that fills it."""
-
-    field: str
-    kind: str
-    size: int = 0  # characters, for TEXT
-    per_sensor: bool = False  # checked in every sensorsDates entry
-
-
-LIMITS: Tuple[Limit, ...] = (
-    Limit("deviceId", DEVICE_KEY),
-    Limit("deviceNo", TEXT, 191),  # without deviceNo the reference stores rawData here
-    Limit("deviceName", TEXT, 191),
-    Limit("productId", TEXT, 191),
-    Limit("productType", TEXT, 191),
-    Limit("protocolLabel", TEXT, 191),
-    Limit("parentUserId", TEXT, 191),
-    Limit("lat", TEXT, 64),
-    Limit("lng", TEXT, 64),
-    Limit("flag", TEXT, 32),  # last_flag VARCHAR(32) in the reference's schema
-    Limit("groupId", LOOSE_INT64),
-    Limit("sensorsId", INT64, per_sensor=True),
-    Limit("sensorsTypeId", INT32, per_sensor=True),  # sensor_type_id INT
-    Limit("sensorName", TEXT, 191, per_sensor=True),
-    Limit("unit", TEXT, 64, per_sensor=True),
-    Limit("times", TEXT, 64, per_sensor=True),
-    Limit("reVal", TEXT, 255, per_sensor=True),
-    Limit("value", TEXT, 255, per_sensor=True),
-)
+from ..tlink_schema import DEVICE_KEY, INT32, INT64, LIMITS, LOOSE_INT64, TEXT, Limit  # noqa: F401 - one table
 
 _INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 _INT32_RANGE = (-(2 ** 31), 2 ** 31 - 1)
