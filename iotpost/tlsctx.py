@@ -35,8 +35,8 @@ def build_ssl_context(
         raise ConfigError(
             "%s holds no usable CA certificate (%s), while loading the CA certificate"
             % (cafile, getattr(exc, "reason", None) or exc),
-            hint="it must be PEM text starting with -----BEGIN CERTIFICATE-----; "
-            "download the bundle for this platform again",
+            hint="it must be PEM text starting with -----BEGIN CERTIFICATE-----: the CA that signs the "
+            "server's certificate (a bundle's ca-chain.pem, or the file the server's operator gives)",
         ) from None
     if certfile is not None:
         try:
