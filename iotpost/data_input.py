@@ -9,10 +9,12 @@ A top-level ``timestamp`` (ISO 8601) is kept as the payload's timestamp. Errors 
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import IO, Any, Callable, Iterator, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from .errors import InputDataError
 from .payloads import Json, parse_iso8601
+
+T = TypeVar("T")
 
 
 class DataItem(NamedTuple):
@@ -97,6 +99,11 @@ def read_json_lines(stream: IO, name: str) -> Iterator[Union[DataItem, InputData
     caller still reports it with its line number and exits 65 at the end. A binary stream is
     decoded line by line, so one line of bad bytes does not end the stream.
     """
+    return read_lines(stream, name, parse_line)
+
+
+def read_lines(stream: IO, name: str, parse: Callable[[Any, str, int], T]) -> Iterator[Union[T, InputDataError]]:
+    """Each non-blank line as it arrives, through ``parse(line, "NAME line N", N)``; a bad line yields its error."""
     line_no = 0
     while True:
         line = stream.readline()
@@ -106,7 +113,7 @@ def read_json_lines(stream: IO, name: str) -> Iterator[Union[DataItem, InputData
         if not line.strip():
             continue
         try:
-            yield parse_line(line, "%s line %d" % (name, line_no), line_no)
+            yield parse(line, "%s line %d" % (name, line_no), line_no)
         except InputDataError as exc:
             yield exc
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import IO, Any, Dict, Iterator, NamedTuple, Optional, Union
 
-from .data_input import decode_json
+from .data_input import decode_json, read_lines
 from .errors import InputDataError
 from .tlink import limit_problem, value_text
 
@@ -110,15 +110,4 @@ def read_reading_lines(stream: IO, name: str) -> Iterator[Union[TlinkLine, Input
 
     As data_input.read_json_lines: the caller reports a bad line with its number and goes on.
     """
-    line_no = 0
-    while True:
-        line = stream.readline()
-        if not line:
-            return
-        line_no += 1
-        if not line.strip():
-            continue
-        try:
-            yield parse_reading_line(line, "%s line %d" % (name, line_no), line_no)
-        except InputDataError as exc:
-            yield exc
+    return read_lines(stream, name, parse_reading_line)
