@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SENDER = PROJECT_ROOT / "post_https_sample.py"
@@ -38,7 +38,7 @@ def run_cli(script: Path, *args: object, stdin: Optional[str] = None, env: Optio
     """Run an entry script with this interpreter (not the pyenv shim) and capture its output."""
     # Never inherit the runner's stdin: CI has none, and a developer's terminal must not be read.
     extra = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, str(script)] + [str(a) for a in args],
         **extra,
         capture_output=True,
@@ -48,6 +48,8 @@ def run_cli(script: Path, *args: object, stdin: Optional[str] = None, env: Optio
         timeout=timeout,
         cwd=str(PROJECT_ROOT),
     )
+    assert_no_suite_secret(proc.stdout + proc.stderr, "the output of %s %s" % (script.name, " ".join(map(str, args))))
+    return proc
 
 
 def start_cli(script: Path, *args: object, env: Optional[Dict[str, str]] = None, **kwargs) -> subprocess.Popen:
@@ -73,3 +75,43 @@ def clear_proxy_env(testcase) -> None:
                               clear=True)
     patcher.start()
     testcase.addCleanup(patcher.stop)
+
+
+
+def suite_secrets() -> Tuple[str, ...]:
+    """Every credential the suite hands the tools (keys, HMAC secrets, a proxy password and its Basic token).
+
+    Imported lazily: the modules that define them import this one.
+    """
+    import base64
+
+    from tests import test_e2e_sender, test_e2e_tlink, test_proxy, twin_support
+
+    sample = (PROJECT_ROOT / "certs_credentials" / "api_key.txt").read_text(encoding="utf-8").strip()
+    return (twin_support.TEST_API_KEY, twin_support.OTHER_API_KEY, test_e2e_sender.KEY, sample,
+            test_e2e_tlink.SECRET.decode("ascii"), test_proxy.PASSWORD, test_proxy.TOKEN,
+            base64.b64encode(test_proxy.PASSWORD.encode()).decode("ascii"))
+
+
+def assert_no_suite_secret(text: str, where: str) -> None:
+    """No secret of the suite in what a tool printed or wrote: checked on every run_cli and every test folder."""
+    for secret in suite_secrets():
+        if secret and secret in text:
+            raise AssertionError("a secret of the test suite (%s...) appears in %s" % (secret[:4], where))
+
+
+def assert_no_secret_in_files(folder: Path) -> None:
+    """Spools, moved-aside copies, dead letters and logs under ``folder`` hold no secret of the suite.
+
+    Files that are credentials themselves (their whole content is one secret) and PEM files are skipped.
+    """
+    secrets = suite_secrets()
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or path.suffix in (".pem", ".key"):
+            continue
+        data = path.read_bytes()
+        if data.strip().decode("utf-8", "replace") in secrets:
+            continue
+        for secret in secrets:
+            if secret and secret.encode("utf-8") in data:
+                raise AssertionError("a secret of the test suite (%s...) is stored in %s" % (secret[:4], path))

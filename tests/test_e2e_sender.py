@@ -9,7 +9,7 @@ import time
 import unittest
 from pathlib import Path
 
-from tests.support import SENDER, run_cli, start_cli
+from tests.support import SENDER, assert_no_secret_in_files, run_cli, start_cli
 from tests.twin_support import CERTDATA, make_bundle, start_test_twin
 
 DEVICE = "0c4f6a2e-9d1b-4f3e-8a5c-2b7d9e1f3a6c"
@@ -20,6 +20,7 @@ class SenderTestCase(unittest.TestCase):
     def setUp(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="iotpost-e2e-"))
         self.addCleanup(_rmtree, self.tmp)
+        self.addCleanup(assert_no_secret_in_files, self.tmp)  # runs first: spools and dead letters hold no key
 
     def twin(self, **kwargs):
         twin = start_test_twin(self, **kwargs)

@@ -9,7 +9,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from tests.support import TLINK, run_cli
+from tests.support import TLINK, assert_no_secret_in_files, run_cli
 from tests.twin_support import CERTDATA, start_test_twin
 
 SECRET = b"tlink-shared-secret-for-tests-7f3a"
@@ -25,6 +25,7 @@ class TlinkTestCase(unittest.TestCase):
         import shutil
 
         self.addCleanup(shutil.rmtree, str(self.tmp), True)
+        self.addCleanup(assert_no_secret_in_files, self.tmp)  # runs first: nothing the tools wrote holds it
         self.secret_file = self.tmp / "secret.txt"
         self.secret_file.write_bytes(SECRET + b"\n")
 
