@@ -25,6 +25,7 @@ import struct
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from urllib.parse import unquote, urlsplit
 
 from .. import __version__
 from .faults import FaultPlan, status_fault
@@ -93,6 +94,10 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self._answer_early(early)
             return
         self._record(body)
+        refused = target_reply(self.path)
+        if refused is not None:
+            self._deliver(self._render(refused), None)
+            return
         plan = twin.faults
         fault = plan.draw(body) if (plan is not None and self.command == "POST") else None
         try:
@@ -409,3 +414,18 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
 def _close(status: int, message: str, code: str) -> Reply:
     """An error answered just before the connection closes (the rest of the request is not read)."""
     return error_reply(status, message, code, Connection="close")
+
+
+def target_reply(target: str) -> Optional[Reply]:
+    """400 for a target that is not printable ASCII; 404 for a path hiding a slash, NUL or dot segment.
+
+    The twin serves no files, so ``..`` reaches nothing today; refusing it (and ``%2f``, ``%00``)
+    before routing keeps a later route from ever seeing a path id that is not one segment.
+    """
+    if any(not 0x21 <= ord(char) <= 0x7E for char in target):
+        return _close(400, "Bad request target", "BAD_REQUEST")
+    for segment in urlsplit(target).path.split("/"):
+        decoded = unquote(segment)
+        if decoded in (".", "..") or any(char in decoded for char in "/\\\x00"):
+            return error_reply(404, "Not found", "NOT_FOUND")
+    return None

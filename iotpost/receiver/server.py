@@ -52,7 +52,7 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
     """ThreadingHTTPServer that hands each accepted socket to its TwinServer (TLS and all)."""
 
     daemon_threads = True
-    request_queue_size = 64
+    request_queue_size = 256  # a burst of connections waits in the kernel, not in SYN retries
     allow_reuse_address = True  # come_back() re-binds the same port at once
 
     def __init__(self, twin: "TwinServer", address: Tuple[str, int], family: int,
@@ -379,18 +379,18 @@ class TwinServer:
         try:
             if self._ssl_context is not None:
                 sock.settimeout(self.handler_timeout)  # bounds each read of the handshake
-                self.watch(sock, time.monotonic() + self.head_timeout)  # ...and this the whole of it
                 try:
                     conn = self._ssl_context.wrap_socket(sock, server_side=True,
                                                          do_handshake_on_connect=False)
                     self._track(conn)
+                    self.watch(conn, time.monotonic() + self.head_timeout)  # ...and this the whole of it
                     conn.do_handshake()
                 except (OSError, ValueError) as exc:
                     self._tls_failed(exc)
                     conn.close()
                     return
                 finally:
-                    self.unwatch(sock)
+                    self.unwatch(conn)
             try:
                 TwinRequestHandler(conn, address, httpd)
             except OSError:
