@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 import select
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 from iotpost.receiver.api_request import MAX_JSON_DEPTH
 from iotpost.receiver.handler import MAX_HEAD_BYTES, MAX_HEADER_LINE, MAX_HEADERS, MAX_REQUEST_LINE
 from tests.twin_support import (
+    PROJECT_ROOT,
     OTHER_API_KEY,
     OTHER_DEVICE_ID,
     TEST_API_KEY,
@@ -33,6 +37,7 @@ from tests.twin_support import (
     client_context,
     raw_exchange,
     request_json,
+    temp_dir,
     wait_until,
 )
 
@@ -465,6 +470,44 @@ class SeededFuzz(TwinTestCase):
         self.assertEqual(good, self.CASES // 100)
         self.assertNotIn("error handling", log.getvalue())  # no handler raised
         self.assertNotIn("unexpected error", log.getvalue())
+
+
+class ReceiverLimitFlags(unittest.TestCase):
+    """receiver.py --head-timeout / --idle-timeout / --max-connections reach the running twin."""
+
+    def run_receiver(self, *args: str) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        env.pop("TLINK_WEBHOOK_SECRET_FILE", None)
+        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "receiver.py")] + list(args),
+                                cwd=str(temp_dir(self)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.stderr.close)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        return proc
+
+    def test_flags(self):
+        proc = self.run_receiver("--port", "0", "--db", ":memory:", "--http", "--head-timeout", "1",
+                                 "--idle-timeout", "30", "--max-connections", "1", "--verbose")
+        line = proc.stderr.readline().decode()
+        port = int(line.split(":")[3].split()[0])
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(held.close)
+        held.sendall(b"GET /hea")  # a head that never ends: cut at 1 s, long before the idle timeout
+        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(extra.close)
+        self.assertEqual(read_to_close(extra), b"")  # past --max-connections 1: closed at once
+        self.assertEqual(read_to_close(held), b"")
+        proc.terminate()
+        self.assertEqual(proc.wait(timeout=10), 0)
+        self.assertIn("closed: 1 connections open (--max-connections)", proc.stderr.read().decode())
+
+    def test_bad_values_are_usage_errors(self):
+        for args in (["--head-timeout", "0"], ["--idle-timeout", "soon"], ["--max-connections", "0"]):
+            proc = self.run_receiver("--port", "0", "--db", ":memory:", *args)
+            self.assertEqual(proc.wait(timeout=10), 2, args)
+            errors = proc.stderr.read().decode()
+            self.assertIn("receiver.py: error: argument %s" % args[0], errors)
+            self.assertNotIn("Traceback", errors)
 
 
 if __name__ == "__main__":
