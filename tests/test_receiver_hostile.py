@@ -370,6 +370,7 @@ class SlowAndTruncatedClients(TwinTestCase):
                 except OSError:
                     open_ones.remove(sock)
             if index == 5:  # every slow client holds a connection: a normal one is still served
+                self.assertEqual(twin.open_connections, 200)
                 self.assertLessEqual(threading.active_count(), baseline + 200 + 5)
                 conn = self.connect(twin)
                 served.append(request_json(conn, "POST", "/api/v1/telemetry",
@@ -385,36 +386,57 @@ class SlowAndTruncatedClients(TwinTestCase):
         self.assertTrue(wait_until(lambda: threading.active_count() <= baseline + 2))
 
 
+GOOD_PARTS = ["POST", "/api/v1/telemetry", "HTTP/1.1"]
+BAD_HEADERS = [" folded", "no-colon", "X-Sig : 1", "Content-Length: -3", "Content-Length: 1e3",
+               "Transfer-Encoding: gzip", "Content-Length: 99999999999999999999999"]
+
+
 def fuzz_request(rng: random.Random) -> bytes:
-    """One request from plausible and hostile pieces, sometimes then cut or bit-flipped."""
-    method = rng.choice(["GET", "POST", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE",
-                         "CONNECT", "FROB", "get", "", "P\x00ST", "G\xe9T"])
-    target = rng.choice(["/health", "/api/v1/telemetry", "/api/v1/telemetry", "/api/webhooks/tlink",
-                         "/api/v1/telemetry/%s/latest" % TEST_DEVICE_ID, "/api/v1/telemetry/%s?limit=abc"
-                         % TEST_DEVICE_ID, "/api/devices/1/history?limit=-1", "/api/users/1/devices",
-                         "/..", "/api/v1/telemetry/..%2f..%2f", "/%00", "*", "http://x/health", "//health",
-                         "/" + "a" * rng.randint(0, 9000), "".join(chr(rng.randint(0, 255)) for _ in range(8))])
-    version = rng.choice(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.x", "", "http/1.1", "HTTP/1.1 x"])
-    body = rng.choice([GOOD_BODY, b"", b"{}", b"[]", b"\xff\xfe{", b"[" * rng.randint(1, 3000),
-                       b'{"device_id": %s, "data": {"a": 1}}' % json.dumps(TEST_DEVICE_ID).encode(),
-                       b'{"deviceId": "x", "sensorsDates": 5}', b"null", b"NaN",
-                       bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 64)))])
-    headers = []
-    for _ in range(rng.choice([0, 1, 2, 3, 4, 6, 10, MAX_HEADERS + 1])):
-        headers.append(rng.choice([
-            "Host: localhost", "Content-Type: application/json", "Content-Type: text/plain",
-            "X-API-KEY: " + TEST_API_KEY, "X-API-KEY: wrong", "Content-Length: %d" % len(body),
-            "Content-Length: %d" % rng.randint(0, 2 * len(body) + 2), "Content-Length: -3",
-            "Content-Length: 1e3", "Content-Length: " + "9" * rng.randint(15, 40),
-            "Transfer-Encoding: chunked", "Transfer-Encoding: gzip", "Expect: 100-continue",
-            "Connection: close", "Connection: keep-alive", " folded", "no-colon", "X-Sig : 1",
-            "X-TLink-Signature: sha256=00", "Idempotency-Key: " + "k" * rng.randint(1, 300),
-            "X-Junk: " + "".join(chr(rng.randint(32, 255)) for _ in range(rng.randint(0, 40))),
-        ]))
-    if "Transfer-Encoding: chunked" in headers and rng.random() < 0.7:
+    """One request: usually a valid telemetry POST with one to three things spoiled, else anything."""
+    wild = rng.random() < 0.3
+    method = rng.choice(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT", "FROB",
+                         "get", "", "P\x00ST", "G\xe9T"]) if wild or rng.random() < 0.2 else GOOD_PARTS[0]
+    target = rng.choice([
+        "/health", "/api/v1/telemetry", "/api/webhooks/tlink", "/api/v1/telemetry/%s/latest" % TEST_DEVICE_ID,
+        "/api/v1/telemetry/%s?limit=abc&start_time=-9999999d" % TEST_DEVICE_ID, "/api/devices/1/history?limit=-1",
+        "/api/users/1/devices", "/..", "/api/v1/telemetry/..%2f..%2f", "/%00", "*", "http://x/health", "//health",
+        "/" + "a" * rng.randint(0, 9000), "".join(chr(rng.randint(0, 255)) for _ in range(8)),
+    ]) if wild or rng.random() < 0.3 else GOOD_PARTS[1]
+    version = rng.choice(["HTTP/1.0", "HTTP/2.0", "HTTP/1.x", "", "http/1.1", "HTTP/1.1 x"]) \
+        if wild or rng.random() < 0.1 else GOOD_PARTS[2]
+    body = rng.choice([
+        GOOD_BODY, GOOD_BODY, b"", b"{}", b"[]", b"\xff\xfe{", b"[" * rng.randint(1, 3000), b"null", b"NaN",
+        json.dumps({"device_id": TEST_DEVICE_ID, "data": {"v": rng.random()}, "timestamp": "not a time"}).encode(),
+        json.dumps({"device_id": TEST_DEVICE_ID, "data": {"v": [[[[rng.random()]]]]}}).encode(),
+        json.dumps({"device_id": OTHER_DEVICE_ID, "data": {"v": 1}}).encode(),
+        b'{"deviceId": "x", "sensorsDates": 5}', bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 64))),
+    ]) if wild or rng.random() < 0.6 else GOOD_BODY
+    headers = ["Host: localhost", "Content-Type: application/json", "X-API-KEY: " + TEST_API_KEY,
+               "Content-Length: %d" % len(body)]
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):  # spoil or add something
+        roll = rng.random()
+        if roll < 0.25 and headers:
+            del headers[rng.randrange(len(headers))]
+        elif roll < 0.35:
+            headers.append(rng.choice(BAD_HEADERS))
+        elif roll < 0.45:
+            headers.append("Content-Length: %d" % rng.randint(0, 2 * len(body) + 2))
+        elif roll < 0.6:
+            headers.append("Transfer-Encoding: chunked")
+            headers = [h for h in headers if not h.startswith("Content-Length") or rng.random() < 0.2]
+        else:
+            headers.append(rng.choice([
+                "Content-Type: text/plain", "Content-Type: application/json; charset=utf-8", "X-API-KEY: wrong",
+                "Expect: 100-continue", "Connection: close", "Connection: keep-alive", "X-TLink-Signature: x",
+                "Idempotency-Key: " + "k" * rng.randint(1, 300), "X-Junk: " + "".join(
+                    chr(rng.randint(32, 255)) for _ in range(rng.randint(0, 40)))] + ["X-Many: 1"] * 3))
+    if rng.random() < 0.03:
+        headers.extend("X-H%d: v" % i for i in range(MAX_HEADERS + 1))
+    if "Transfer-Encoding: chunked" in headers and rng.random() < 0.8:
         size = rng.choice(["%x" % len(body), "%x;ext=1" % len(body), "zz", "-1", "%x" % (len(body) + 3), ""])
-        body = size.encode() + b"\r\n" + body + rng.choice([b"\r\n0\r\n\r\n", b"\r\n0\r\nT: x\r\n\r\n", b"", b"\r\n"])
-    eol = rng.choice(["\r\n", "\r\n", "\n"])
+        ending = rng.choice([b"\r\n0\r\n\r\n", b"\r\n0\r\nT: x\r\n\r\n", b"", b"\r\n", b"xx\r\n0\r\n\r\n"])
+        body = size.encode() + b"\r\n" + body + ending
+    eol = "\n" if rng.random() < 0.1 else "\r\n"
     text = eol.join(["%s %s %s" % (method, target, version)] + headers) + eol + eol
     data = text.encode("latin-1") + body
     roll = rng.random()
