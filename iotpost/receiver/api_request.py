@@ -22,6 +22,9 @@ Query = Dict[str, List[str]]  # as urllib.parse.parse_qs gives it
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
 
+# JSON request bodies: deeper nesting than any platform payload needs is refused (400), not parsed.
+MAX_JSON_DEPTH = 32
+
 class HeaderLookup(Protocol):
     """Request headers by name: http.server's case-insensitive message, or a plain dict in tests."""
 
@@ -50,8 +53,32 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse_json_body(body: bytes) -> Any:
-    """Strict JSON from UTF-8 bytes (no NaN/Infinity); raises ValueError."""
-    return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    """Strict JSON from UTF-8 bytes (no NaN/Infinity, at most MAX_JSON_DEPTH deep); raises ValueError.
+
+    Its size is bounded before it gets here (the twin's max_body); a body like ``[[[[...`` would
+    otherwise escape as RecursionError, which is not a ValueError.
+    """
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise ValueError("JSON nested more than %d deep" % MAX_JSON_DEPTH)
+    return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest more than ``limit`` levels (iterative: no recursion to run out of)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def query_int(query: Query, name: str, default: int, low: int, high: int) -> int:

@@ -51,6 +51,9 @@ class ReceiverSettings:
     verbose: bool
     outage: Optional[Tuple[float, float]] = None  # (up seconds, down seconds), repeating
     fault_poison: Optional[str] = None  # POSTs whose body holds this text get 500
+    head_timeout: float = 20.0  # seconds for a TLS handshake, and for each request head, in all
+    idle_timeout: float = 10.0  # seconds any one read may wait (an idle kept-alive connection too)
+    max_connections: int = 512  # open connections; more are closed at once
 
 
 def _fault_kinds(text: str) -> Tuple[str, ...]:
@@ -89,6 +92,16 @@ def _outage(text: str) -> Tuple[float, float]:
     if not sep or not all(0 < v <= 86400 for v in cycle):
         raise argparse.ArgumentTypeError("takes UP:DOWN in seconds, e.g. 30:10, not %r" % text)
     return cycle
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be seconds, more than 0 and at most 3600, not %r" % text)
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -131,7 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outage", type=_outage, metavar="UP:DOWN",
                         help="serve UP seconds, then refuse connections for DOWN seconds, repeating "
                         "(to watch senders' retries and spools ride out an outage)")
-    parser.add_argument("--max-body", type=_positive_int, default=1_048_576, help="largest body accepted (bytes)")
+    parser.add_argument("--max-body", type=_positive_int, default=1_048_576,
+                        help="largest body accepted, chunked or not (bytes; more is 413, before 100 Continue)")
+    parser.add_argument("--head-timeout", type=_seconds, default=20.0, metavar="SECONDS",
+                        help="the TLS handshake, and then each request's head, must be done in this time "
+                        "or the connection is closed (default 20)")
+    parser.add_argument("--idle-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                        help="close a connection that sends nothing for this long (default 10)")
+    parser.add_argument("--max-connections", type=_positive_int, default=512, metavar="N",
+                        help="open connections at most (one thread each); more are closed at once (default 512)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request to stderr (never API keys)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -148,7 +169,8 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
-        fault_poison=ns.fault_poison or None,
+        fault_poison=ns.fault_poison or None, head_timeout=ns.head_timeout, idle_timeout=ns.idle_timeout,
+        max_connections=ns.max_connections,
     )
 
 
@@ -190,6 +212,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
             devices=devices, certfile=s.certfile, keyfile=s.keyfile, db_path=s.db_path, host=s.host,
             port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
             log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
+            head_timeout=s.head_timeout, handler_timeout=s.idle_timeout, max_connections=s.max_connections,
         )
     except ssl.SSLError as exc:
         raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"

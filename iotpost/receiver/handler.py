@@ -1,7 +1,12 @@
-"""One twin connection's request cycle: read the body, record it, apply a fault, route, write.
+"""One twin connection's request cycle: read the head and body, record, apply a fault, route, write.
 
 Usage: ``TwinRequestHandler(conn, address, httpd)``  (TwinServer does this for each accepted socket)
 
+The head is read here, not by http.server, because the twin must hold up against hostile
+clients: it must end in a blank line (a head cut short by EOF or by the server's head deadline
+is dropped unanswered and never recorded), stay within line, count and size limits (414/431),
+and say how long its body is in exactly one way (one Content-Length, or ``chunked`` alone:
+anything else is 400/501 and the connection is closed, so leftovers are never a second request).
 Every request is recorded in ``twin.requests`` before anything else happens to it, then the
 twin's ``FaultPlan`` may spoil the answer (POSTs only): answer instead of processing, or process
 and then lose the answer on the wire. The answer itself comes from ``routes.dispatch``; an
@@ -19,7 +24,8 @@ import socket
 import struct
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from urllib.parse import unquote, urlsplit
 
 from .. import __version__
 from .faults import FaultPlan, status_fault
@@ -34,6 +40,16 @@ _LINGER_SECONDS = 2.0  # how long to drain an unread body after an early answer 
 _LINGER_BYTES = 64 * 1024 * 1024  # ...and how much of it, at most (read and dropped, never kept)
 _MALFORMED = b"\x00\x17garbage: this is not an HTTP response\r\n\r\n"
 
+# Limits on a request head, as nginx's defaults roughly are: larger is refused, never buffered.
+MAX_REQUEST_LINE = 8192  # bytes, CRLF included -> 414
+MAX_HEADER_LINE = 8192  # bytes per header or trailer line -> 431
+MAX_HEADERS = 100  # header (or trailer) lines -> 431
+MAX_HEAD_BYTES = 32 * 1024  # request line and headers together -> 431
+_MAX_BLANK_LINES = 4  # CRLFs tolerated before a request line (RFC 9112 2.2 robustness)
+_TOKEN_COLON = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")  # a field name, no space before the colon
+_CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
+_LINE_ENDS = (b"\r\n", b"\n")
+
 
 class InjectedFault(RuntimeError):
     """Raised inside a handler by the "error" fault, to exercise the 500 path."""
@@ -41,6 +57,15 @@ class InjectedFault(RuntimeError):
 
 class _ClientGone(Exception):
     """The client closed or stalled mid-request: nothing to answer."""
+
+
+class _HeadRefused(Exception):
+    """The request head breaks a limit or the syntax: answer ``status`` and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
@@ -65,11 +90,13 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         except (OSError, _ClientGone):
             self.close_connection = True
             return
-        twin.requests.append(SeenRequest(self.command, self.path, self._header_dict(), body, time.monotonic(),
-                                         time.time(), self.client_address[1]))
         if early is not None:
-            self._deliver(self._render(early), None)
-            self._lingering_close()
+            self._answer_early(early)
+            return
+        self._record(body)
+        refused = target_reply(self.path)
+        if refused is not None:
+            self._deliver(self._render(refused), None)
             return
         plan = twin.faults
         fault = plan.draw(body) if (plan is not None and self.command == "POST") else None
@@ -86,22 +113,171 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     # Every method goes through _serve, so unknown paths get JSON 404/405 (HEAD stays the base's 501).
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
 
+    def handle_one_request(self) -> None:
+        """One request: the head within the twin's head deadline, then its method (base class loop)."""
+        twin = self.server.twin
+        self.close_connection = True
+        twin.watch(self.connection, time.monotonic() + twin.head_timeout)
+        try:
+            head = self._read_head()
+        except _HeadRefused as refused:
+            self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
+            self.send_error(refused.status, refused.message)
+            self._lingering_close()
+            return
+        except OSError:  # a read timed out (idle timeout) or the head deadline cut the socket
+            return
+        finally:
+            twin.unwatch(self.connection)
+        if head is None:  # EOF, or cut off before the blank line: nothing to answer, nothing to log
+            return
+        self.raw_requestline, fields = head
+        real = self.rfile
+        self.rfile = io.BytesIO(fields)  # parse_request reads the already-checked fields from here
+        try:
+            parsed = self.parse_request()
+        finally:
+            self.rfile = real
+        if not parsed:
+            return
+        method = getattr(self, "do_" + self.command, None)
+        if method is None:
+            self.send_error(501, "Unsupported method")
+            return
+        try:
+            method()
+            self.wfile.flush()
+        except OSError:  # the base class logs timeouts; a dead socket needs no log line
+            self.close_connection = True
+
+    def _read_head(self) -> Optional[Tuple[bytes, bytes]]:
+        """(request line, header lines + blank line), or None when the client stops before the end."""
+        line = b""
+        for _ in range(_MAX_BLANK_LINES + 1):
+            line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if line not in _LINE_ENDS:
+                break
+        if len(line) > MAX_REQUEST_LINE:
+            raise _HeadRefused(414, "Request line too long")
+        if not line.endswith(b"\n"):
+            return None
+        fields: List[bytes] = []
+        size = len(line)
+        while True:
+            field = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(field) > MAX_HEADER_LINE:
+                raise _HeadRefused(431, "Header line too long")
+            if not field.endswith(b"\n"):
+                return None
+            size += len(field)
+            if field in _LINE_ENDS:
+                break
+            if len(fields) >= MAX_HEADERS or size > MAX_HEAD_BYTES:
+                raise _HeadRefused(431, "Too many or too large headers")
+            if not _TOKEN_COLON.match(field):  # also obsolete line folding, which could hide a header
+                raise _HeadRefused(400, "Malformed header line")
+            fields.append(field)
+        return line, b"".join(fields) + b"\r\n"
+
+    def handle_expect_100(self) -> bool:
+        """Refuse (413, 411, 400...) before ``100 Continue`` invites a body we would not take."""
+        framing = self._framing()
+        if isinstance(framing, Reply):
+            self._answer_early(framing)
+            return False
+        return super().handle_expect_100()
+
+    def _framing(self) -> Union[Reply, Tuple[str, int]]:
+        """How the body is delimited, ("chunked", 0) or ("length", n), or the error answer.
+
+        Ambiguous framing is refused as nginx does (RFC 9112 6.3): a server that picks one of two
+        framings while a proxy picks the other lets a client smuggle a second request.
+        """
+        lengths = self.headers.get_all("Content-Length") or []
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        if codings:
+            if lengths:
+                return _close(400, "Content-Length and Transfer-Encoding together", "BAD_REQUEST")
+            if self.request_version == "HTTP/1.0":
+                return _close(400, "Transfer-Encoding in an HTTP/1.0 request", "BAD_REQUEST")
+            if len(codings) != 1 or codings[0].strip().lower() != "chunked":
+                return _close(501, "Only Transfer-Encoding: chunked is supported", "NOT_IMPLEMENTED")
+            return "chunked", 0
+        if len(lengths) > 1:
+            return _close(400, "More than one Content-Length", "BAD_REQUEST")
+        if not lengths:
+            if self.command in ("POST", "PUT", "PATCH"):
+                return _close(411, "Content-Length required", "LENGTH_REQUIRED")
+            return "length", 0
+        text = lengths[0].strip()
+        if not re.match(r"^\d+$", text, re.ASCII):
+            return _close(400, "Invalid Content-Length", "BAD_REQUEST")
+        digits = text.lstrip("0") or "0"
+        if len(digits) > 18 or int(digits) > self.server.twin.max_body:  # int() of 5,000 digits raises
+            return _close(413, "Payload too large", "PAYLOAD_TOO_LARGE")
+        return "length", int(digits)
+
     def _read_body(self) -> Tuple[bytes, Optional[Reply]]:
-        """The body by Content-Length, or an early answer when we must not read it."""
-        length = self.headers.get("Content-Length")
-        if length is None:
-            if self.headers.get("Transfer-Encoding") is not None or self.command in ("POST", "PUT", "PATCH"):
-                return b"", error_reply(411, "Content-Length required", "LENGTH_REQUIRED", Connection="close")
-            return b"", None
-        if not re.match(r"^\d+$", length.strip(), re.ASCII):
-            return b"", error_reply(400, "Invalid Content-Length", "BAD_REQUEST", Connection="close")
-        size = int(length.strip())
-        if size > self.server.twin.max_body:
-            return b"", error_reply(413, "Payload too large", "PAYLOAD_TOO_LARGE", Connection="close")
+        """The body by Content-Length or chunked, or an early answer when we must not read it."""
+        framing = self._framing()
+        if isinstance(framing, Reply):
+            return b"", framing
+        kind, size = framing
+        if kind == "chunked":
+            return self._read_chunked()
         body = self.rfile.read(size) if size else b""
         if len(body) < size:
             raise _ClientGone()
         return body, None
+
+    def _read_chunked(self) -> Tuple[bytes, Optional[Reply]]:
+        """A chunked body (RFC 9112 7.1): extensions ignored, trailers read and dropped, --max-body kept."""
+        limit = self.server.twin.max_body
+        parts: List[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                return b"", _close(400, "Chunk size line too long", "BAD_REQUEST")
+            if not line.endswith(b"\n"):
+                raise _ClientGone()
+            size_text = line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.match(size_text):
+                return b"", _close(400, "Invalid chunk size", "BAD_REQUEST")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                return b"", _close(413, "Payload too large", "PAYLOAD_TOO_LARGE")
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise _ClientGone()
+            parts.append(data)
+            end = self.rfile.readline(3)
+            if end not in _LINE_ENDS:
+                if len(end) < 3 and not end.endswith(b"\n"):
+                    raise _ClientGone()
+                return b"", _close(400, "Chunk data longer than its size", "BAD_REQUEST")
+        for _ in range(MAX_HEADERS + 1):  # trailers: read and dropped
+            trailer = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(trailer) > MAX_HEADER_LINE:
+                return b"", _close(431, "Trailer line too long", "HEADERS_TOO_LARGE")
+            if not trailer.endswith(b"\n"):
+                raise _ClientGone()
+            if trailer in _LINE_ENDS:
+                return b"".join(parts), None
+        return b"", _close(431, "Too many trailer lines", "HEADERS_TOO_LARGE")
+
+    def _record(self, body: bytes) -> None:
+        self.server.twin.requests.append(SeenRequest(self.command, self.path, self._header_dict(), body,
+                                                     time.monotonic(), time.time(), self.client_address[1]))
+
+    def _answer_early(self, reply: Reply) -> None:
+        """Record the request (without a body), answer, and close without reading what follows."""
+        self._record(b"")
+        self._deliver(self._render(reply), None)
+        self._lingering_close()
 
     def _header_dict(self) -> Dict[str, str]:
         headers: Dict[str, str] = {}
@@ -151,6 +327,9 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             for name, value in reply.headers.items():
                 self.send_header(name, value)
+            if self.request_version == "HTTP/1.0" and not self.close_connection and "Connection" not in reply.headers:
+                # an HTTP/1.0 client that asked for keep-alive reuses the connection only if told so
+                self.send_header("Connection", "keep-alive")
             self.end_headers()
             if self.command != "HEAD":
                 buffer.write(body)
@@ -230,3 +409,23 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(self._render(Reply(code, {"error": message or short}, {"Connection": "close"})))
         except OSError:
             pass
+
+
+def _close(status: int, message: str, code: str) -> Reply:
+    """An error answered just before the connection closes (the rest of the request is not read)."""
+    return error_reply(status, message, code, Connection="close")
+
+
+def target_reply(target: str) -> Optional[Reply]:
+    """400 for a target that is not printable ASCII; 404 for a path hiding a slash, NUL or dot segment.
+
+    The twin serves no files, so ``..`` reaches nothing today; refusing it (and ``%2f``, ``%00``)
+    before routing keeps a later route from ever seeing a path id that is not one segment.
+    """
+    if any(not 0x21 <= ord(char) <= 0x7E for char in target):
+        return _close(400, "Bad request target", "BAD_REQUEST")
+    for segment in urlsplit(target).path.split("/"):
+        decoded = unquote(segment)
+        if decoded in (".", "..") or any(char in decoded for char in "/\\\x00"):
+            return error_reply(404, "Not found", "NOT_FOUND")
+    return None

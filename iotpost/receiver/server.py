@@ -4,7 +4,10 @@ Usage: ``with start_twin(certfile=cert, keyfile=key, devices={dev: key}) as twin
 
 http.server's ThreadingHTTPServer (daemon threads) over the sqlite3 ``TelemetryStore``. TLS
 handshakes happen in each connection's own thread, so a slow or hostile client never blocks the
-accept loop; a failed handshake only increments ``tls_failures``. What happens to each request is
+accept loop; a failed handshake only increments ``tls_failures``. A slow client cannot hold a
+thread for long either: the handshake and each request head must each be done within
+``head_timeout`` (one watchdog thread cuts the socket), every read within ``handler_timeout``,
+and past ``max_connections`` open connections a new one is closed at once. What happens to each request is
 ``handler.TwinRequestHandler``'s business; which function answers it, ``routes``'. This module
 owns the listening socket, the connections and the twin's life cycle (go_down, come_back, stop).
 """
@@ -17,6 +20,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import IO, Any, Dict, Iterable, List, Optional, Set, Tuple, Union
@@ -40,12 +44,15 @@ __all__ = [
 
 PathLike = Union[str, Path]
 
+DEFAULT_HEAD_TIMEOUT = 20.0  # seconds for a TLS handshake, and for each request head, in all
+DEFAULT_MAX_CONNECTIONS = 512  # open connections (one thread each); more are closed at once
+
 
 class _TwinHTTPServer(http.server.ThreadingHTTPServer):
     """ThreadingHTTPServer that hands each accepted socket to its TwinServer (TLS and all)."""
 
     daemon_threads = True
-    request_queue_size = 64
+    request_queue_size = 256  # a burst of connections waits in the kernel, not in SYN retries
     allow_reuse_address = True  # come_back() re-binds the same port at once
 
     def __init__(self, twin: "TwinServer", address: Tuple[str, int], family: int,
@@ -104,6 +111,17 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
         self.server_name = str(self.server_address[0])
         self.server_port = self.server_address[1]
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection, or, past the twin's max_connections, an immediate close."""
+        if not self.twin._admit(client_address):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.twin._release()
+            raise
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         self.twin._serve_connection(self, request, client_address)
 
@@ -128,7 +146,11 @@ class TwinServer:
         handler_timeout: float = 10.0,
         log_stream: Optional[IO[str]] = None,
         keep_requests: Optional[int] = None,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        """``handler_timeout``: the longest wait for any one read (the idle timeout of a connection);
+        ``head_timeout``: the most a TLS handshake, and then each request head, may take in all."""
         self.store = store
         self.host = host
         self.port = port
@@ -136,11 +158,18 @@ class TwinServer:
         self.tlink_secret = tlink_secret
         self.max_body = max_body
         self.handler_timeout = handler_timeout
+        self.head_timeout = head_timeout
+        self.max_connections = max_connections
         self.log_stream = log_stream
         self.requests = SeenRequests(limit=keep_requests)
         self.tls_failures = 0
         self.tls_failure_reasons: List[str] = []
         self.connections_accepted = 0  # TCP connections, to check that a sender keeps one alive
+        self.connections_refused = 0  # closed at once: max_connections were open
+        self.heads_cut = 0  # connections closed because a handshake or request head outran head_timeout
+        self.open_connections = 0  # admitted and not yet finished (each holds one thread)
+        self._deadlines: Dict[socket.socket, float] = {}
+        self._watchdog: Optional[threading.Thread] = None
         self._owns_store = owns_store
         self._ssl_context = ssl_context
         self._lock = threading.Lock()
@@ -156,6 +185,9 @@ class TwinServer:
     def start(self) -> "TwinServer":
         """Bind (port 0: any free port) and serve in a background thread; returns once listening."""
         self._bind_and_serve(self.port)
+        self._watchdog = threading.Thread(target=self._cut_late_heads, name="twin-watchdog-%d" % self.port,
+                                          daemon=True)
+        self._watchdog.start()
         return self
 
     def _family(self) -> int:
@@ -226,6 +258,8 @@ class TwinServer:
             self._kept_port = None
         with self._idle:
             self._idle.wait_for(lambda: not self._connections, timeout=2.0)
+        if self._watchdog is not None:
+            self._watchdog.join()
         if self._owns_store:
             self.store.close()
 
@@ -284,6 +318,49 @@ class TwinServer:
                 self._connections.discard(sock)
             self._idle.notify_all()
 
+    def watch(self, sock: socket.socket, deadline: float) -> None:
+        """Cut ``sock`` if it is still watched at ``deadline`` (time.monotonic()): a head taking too long."""
+        with self._lock:
+            self._deadlines[sock] = deadline
+
+    def unwatch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(sock, None)
+
+    def _cut_late_heads(self) -> None:
+        """The watchdog: per-read timeouts alone let a client sending a byte a second stay forever."""
+        interval = max(0.01, min(0.5, self.head_timeout / 4))
+        while not self._stopping.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for sock, deadline in self._deadlines.items() if deadline <= now]
+                for sock in late:
+                    del self._deadlines[sock]
+                self.heads_cut += len(late)
+            for sock in late:
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the handler's read returns EOF
+                except OSError:
+                    pass
+
+    def _admit(self, address: Any) -> bool:
+        """Count a new connection in, unless max_connections are open (then it is refused)."""
+        with self._lock:
+            if self.open_connections >= self.max_connections:
+                self.connections_refused += 1
+                refused = True
+            else:
+                self.open_connections += 1
+                refused = False
+        if refused:
+            self.log("connection from %s closed: %d connections open (--max-connections)"
+                     % (address[0], self.max_connections))
+        return not refused
+
+    def _release(self) -> None:
+        with self._lock:
+            self.open_connections -= 1
+
     def _cut_connections(self) -> None:
         """Shut down every open connection's socket, so its handler thread ends now, not at an idle timeout."""
         with self._lock:
@@ -301,21 +378,25 @@ class TwinServer:
         conn = sock
         try:
             if self._ssl_context is not None:
-                sock.settimeout(self.handler_timeout)  # bounds the handshake too
+                sock.settimeout(self.handler_timeout)  # bounds each read of the handshake
                 try:
                     conn = self._ssl_context.wrap_socket(sock, server_side=True,
                                                          do_handshake_on_connect=False)
                     self._track(conn)
+                    self.watch(conn, time.monotonic() + self.head_timeout)  # ...and this the whole of it
                     conn.do_handshake()
                 except (OSError, ValueError) as exc:
                     self._tls_failed(exc)
                     conn.close()
                     return
+                finally:
+                    self.unwatch(conn)
             try:
                 TwinRequestHandler(conn, address, httpd)
             except OSError:
                 pass  # resets, timeouts, TLS errors mid-stream: the client's problem, quietly
         finally:
+            self._release()
             self._untrack(sock, conn)
             if conn is not sock:
                 httpd.shutdown_request(conn)
@@ -375,6 +456,8 @@ def start_twin(
     handler_timeout: float = 10.0,
     log_stream: Optional[IO[str]] = None,
     keep_requests: Optional[int] = None,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> TwinServer:
     """Start a twin in a background thread and return it once it is listening.
 
@@ -397,7 +480,8 @@ def start_twin(
         twin = TwinServer(store=the_store, owns_store=owns_store, host=host, port=port,
                           ssl_context=context, faults=faults, tlink_secret=tlink_secret,
                           max_body=max_body, handler_timeout=handler_timeout,
-                          log_stream=log_stream, keep_requests=keep_requests)
+                          log_stream=log_stream, keep_requests=keep_requests,
+                          head_timeout=head_timeout, max_connections=max_connections)
         return twin.start()
     except BaseException:
         if owns_store:
