@@ -262,7 +262,7 @@ class Reporter:
         if self.mode == "json":
             self.json_line(dict({"event": "summary"}, **fields))
         elif self.mode == "text":
-            parts = ["%d accepted" % fields["accepted"], "%d attempted" % fields["attempted"],
+            parts = ["%d new" % fields["accepted"], "%d attempted" % fields["attempted"],
                      "%d delivered" % fields["delivered"]]
             for name, label in (("failed", "failed"), ("rejected", "rejected"), ("retries", "retries"),
                                 ("input_errors", "bad input lines"),

@@ -224,7 +224,7 @@ class TextModeTest(ReporterTestCase):
     def test_summary(self) -> None:
         r = self.reporter("text")
         r.summary(dict(SUMMARY))
-        self.assertEqual(self.out.getvalue(), "summary: 1 accepted, 2 attempted, 1 delivered, 1 failed, "
+        self.assertEqual(self.out.getvalue(), "summary: 1 new, 2 attempted, 1 delivered, 1 failed, "
                          "3 retries in 1.2 s (exit 75)\n")
 
 
