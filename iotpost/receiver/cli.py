@@ -51,6 +51,7 @@ class ReceiverSettings:
     verbose: bool
     outage: Optional[Tuple[float, float]] = None  # (up seconds, down seconds), repeating
     fault_poison: Optional[str] = None  # POSTs whose body holds this text get 500
+    client_ca: Optional[Path] = None  # require client certificates signed by this CA (mTLS)
 
 
 def _fault_kinds(text: str) -> Tuple[str, ...]:
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
     parser.add_argument("--cert", type=Path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
     parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="server private key (PEM)")
+    parser.add_argument("--client-ca", type=Path, default=None, metavar="PEM",
+                        help="require a client certificate signed by this CA (mTLS, as TESAIoT's port 9444)")
     parser.add_argument("--http", action="store_true",
                         help="serve plain HTTP instead of HTTPS (to test a sender's --allow-http)")
     parser.add_argument("--bundle", action="append", type=Path, metavar="DIR",
@@ -148,7 +151,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
-        fault_poison=ns.fault_poison or None,
+        fault_poison=ns.fault_poison or None, client_ca=ns.client_ca,
     )
 
 
@@ -181,6 +184,8 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
     if s.tls:
         _check_file(s.certfile, "the certificate")
         _check_file(s.keyfile, "the private key")
+        if s.client_ca is not None:
+            _check_file(s.client_ca, "the client CA (--client-ca)")
     faults = None
     if s.fault_rate > 0 or s.fault_poison:
         faults = FaultPlan(rate=s.fault_rate, kinds=s.fault_kinds, seed=s.fault_seed, retry_after=s.retry_after,
@@ -189,7 +194,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
         return start_twin(
             devices=devices, certfile=s.certfile, keyfile=s.keyfile, db_path=s.db_path, host=s.host,
             port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
-            log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
+            log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS, client_ca=s.client_ca,
         )
     except ssl.SSLError as exc:
         raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"
