@@ -81,7 +81,8 @@ def load_client_certificate(ctx: ssl.SSLContext, certfile: Path, keyfile: Option
     try:
         key_text = key_path.read_bytes()
     except OSError as exc:
-        raise CredentialMissing("%s cannot be read (%s), while loading the client key" % (key_path, exc.strerror or exc),
+        raise CredentialMissing("%s cannot be read (%s), while loading the client key"
+                                % (key_path, exc.strerror or exc),
                                 hint="check the file's permissions and that it belongs to the user running "
                                 "the tool") from None
     encrypted = b"ENCRYPTED" in key_text
@@ -225,16 +226,17 @@ def client_certificate_refused(exc: BaseException, where: str, client_cert: Opti
     return client_certificate_error(where, client_cert, reason or str(exc))
 
 
-def client_certificate_error(where: str, client_cert: Optional[Path], detail: str) -> IotPostError:
+def client_certificate_error(where: str, client_cert: Optional[Path], detail: str,
+                             during: str = "negotiating TLS") -> IotPostError:
     """The server wants a client certificate (mTLS) and got none, or refused ours."""
     if client_cert is None:
         return ConfigError(
-            "%s requires a client certificate and none was presented (%s), while negotiating TLS" % (where, detail),
+            "%s requires a client certificate and none was presented (%s), while %s" % (where, detail, during),
             hint="this is an mTLS endpoint: put client_cert.pem and client_key.pem in the bundle (the mTLS "
             "bundle), or pass --client-cert and --client-key; or use the platform's Server-TLS URL",
         )
     return ConfigError(
-        "%s refused the client certificate %s (%s), while negotiating TLS" % (where, client_cert, detail),
+        "%s refused the client certificate %s (%s), while %s" % (where, client_cert, detail, during),
         hint="the server does not accept this certificate: it may have expired (openssl x509 -noout -dates "
         "-in %s), be revoked, or come from a CA this server does not trust; download the mTLS bundle again"
         % client_cert,

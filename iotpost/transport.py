@@ -347,5 +347,5 @@ class Transport:
         for phrase in _NGINX_CLIENT_CERT_PAGES:
             if phrase in text:
                 return client_certificate_error(self._where(), getattr(self._ctx, "client_cert", None),
-                                                "HTTP 400 %s" % _NGINX_CLIENT_CERT_PAGES[phrase])
+                                                "HTTP 400 %s" % _NGINX_CLIENT_CERT_PAGES[phrase], during="sending")
         return None
