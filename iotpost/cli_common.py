@@ -199,13 +199,15 @@ def tls_settings(ns: argparse.Namespace, bundle: bool = True) -> TLSSettings:
                        pins=tuple(pin for group in (ns.pin_sha256 or []) for pin in group))
 
 
-def client_key_password(t: TLSSettings, environ: Mapping[str, str]) -> Optional[bytes]:
+def client_key_password(t: TLSSettings, environ: Mapping[str, str], warnings: List[str]) -> Optional[bytes]:
     """An encrypted key's password from --client-key-password-file, else the environment; never argv."""
     from .bundle import key_permission_warning, read_secret_file
     from .tlsctx import CLIENT_KEY_PASSWORD_ENV
 
     if t.client_key_password_file is not None:
-        key_permission_warning(t.client_key_password_file)  # world-writable: refused
+        warning = key_permission_warning(t.client_key_password_file)  # world-writable: refused
+        if warning:
+            warnings.append(warning)
         return read_secret_file(t.client_key_password_file, "client key password file")
     value = environ.get(CLIENT_KEY_PASSWORD_ENV, "")
     return value.encode("utf-8") if value else None
@@ -221,7 +223,10 @@ def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path],
 
     password = None
     if client_cert is not None:
-        password = client_key_password(t, os.environ if environ is None else environ)
+        warnings: List[str] = []
+        password = client_key_password(t, os.environ if environ is None else environ, warnings)
+        for warning in warnings:
+            reporter.warn(warning)
         if password:
             secrets.append(password.decode("utf-8", "replace"))  # redacted from here on
     ctx = build_ssl_context(ca_file, client_cert, client_key, password=password, pins=t.pins)
