@@ -29,10 +29,9 @@ from .tlsctx import client_certificate_error, client_certificate_refused, explai
 MAX_RESPONSE_BYTES = 1 << 20
 # What a kept-alive connection the server already closed looks like when we use it again.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError)
-# ... and what a server that refused our client certificate looks like when its alert was lost (in
-# hundreds of tries, always this: OpenSSL meets the closed connection while writing our request).
-# Resets and empty answers are not probed: they are the usual transient failures, and cost no wait.
-_DROPPED = (ssl.SSLEOFError,)
+# ... and what a server that refused our client certificate may look like when its alert was lost:
+# an unclean EOF while writing our request, or a reset (RemoteDisconnected is a ConnectionResetError).
+_DROPPED = _STALE + (ssl.SSLZeroReturnError,)
 _PROBE_SECONDS = 2.0
 
 
@@ -225,10 +224,11 @@ class Transport:
         return refused or classify_network_error(exc, self.target, self._timeout)
 
     def _probe_client_certificate(self) -> Optional[IotPostError]:
-        """Handshake again and wait briefly for the server's verdict on our client certificate.
+        """Handshake again, send nothing, and wait for the server's verdict on our client certificate.
 
-        A server that refuses it sends its alert right after the handshake; one that accepts it
-        waits for a request, so the wait ends at the (short) probe timeout and nothing is learnt.
+        A TLS 1.3 server that refuses it sends its alert right after the handshake; one that accepts
+        it sends session tickets then, which ends the wait at once (servers without tickets: at
+        the probe's time limit). Either way nothing is learnt from a server that accepted us.
         """
         import http.client
 
@@ -238,10 +238,19 @@ class Transport:
             raw = self._connect_raw()
         except (OSError, IotPostError, http.client.HTTPException):
             return None
+        deadline = time.monotonic() + min(self._timeout, _PROBE_SECONDS)
         try:
             with self._ctx.wrap_socket(raw, server_hostname=self.target.host) as probe:
-                probe.settimeout(min(self._timeout, _PROBE_SECONDS))
-                probe.recv(1)
+                probe.settimeout(0.02)
+                while time.monotonic() < deadline:
+                    session = probe.session
+                    if session is not None and session.has_ticket:
+                        return None  # accepted: the server resumed normal service
+                    try:
+                        if not probe.recv(1):
+                            return None
+                    except socket.timeout:
+                        continue
         except ssl.SSLError as exc:
             return client_certificate_refused(exc, self._where(), getattr(self._ctx, "client_cert", None))
         except OSError:
