@@ -214,8 +214,8 @@ class Transport:
         arrives on the first read; anything else is classify_network_error's.
 
         The alert can be lost: when our request reaches a server that has already refused us, its
-        close becomes a reset that may discard the alert, and we see only EOF. So a fresh TLS 1.3
-        connection dropped before any answer is asked once more, sending nothing this time.
+        close becomes a reset that may discard the alert, and we see only an EOF or a reset. So a
+        fresh TLS 1.3 connection dropped before any answer is asked once more, sending nothing.
         """
         client_cert = getattr(self._ctx, "client_cert", None)
         refused = client_certificate_refused(exc, self._where(), client_cert)
