@@ -3,7 +3,8 @@
 Usage: ``bundle = load_bundle(Path("certs_credentials"))``
 
 A bundle is a folder with ``device_id.txt``, ``api_key.txt``, ``ca-chain.pem`` and
-``endpoints.json``. Every problem is reported naming the file, with the exit code that tells a
+``endpoints.json``; an mTLS bundle has ``client_cert.pem`` and ``client_key.pem`` and needs no
+``api_key.txt``. Every problem is reported naming the file, with the exit code that tells a
 script whether to fetch the bundle again (66: missing) or fix it (78: malformed).
 """
 
@@ -22,6 +23,8 @@ DEVICE_ID_FILE = "device_id.txt"
 API_KEY_FILE = "api_key.txt"
 CA_FILE = "ca-chain.pem"
 ENDPOINTS_FILE = "endpoints.json"
+CLIENT_CERT_FILE = "client_cert.pem"
+CLIENT_KEY_FILE = "client_key.pem"
 ENDPOINT_KEYS = ("ingest_base_url", "api_base_url")  # read in this order
 CERTS_DIR_ENV = "TESAIOT_CERTS_DIR"
 
@@ -34,14 +37,16 @@ class Bundle(NamedTuple):
 
     certs_dir: Path
     device_id: str
-    api_key: str
+    api_key: Optional[str]  # None: an mTLS bundle without api_key.txt
     ca_file: Path
     base_url: str
     warnings: Tuple[str, ...] = ()
+    client_cert: Optional[Path] = None  # mTLS: presented to the server with client_key
+    client_key: Optional[Path] = None
 
     def __repr__(self) -> str:
-        return "Bundle(certs_dir=%r, device_id=%r, api_key=<redacted>, ca_file=%r, base_url=%r)" % (
-            self.certs_dir, self.device_id, self.ca_file, self.base_url)
+        return ("Bundle(certs_dir=%r, device_id=%r, api_key=<redacted>, ca_file=%r, base_url=%r, client_cert=%r)"
+                % (self.certs_dir, self.device_id, self.ca_file, self.base_url, self.client_cert))
 
 
 def default_certs_dir(script_dir: Path, environ: Optional[dict] = None) -> Path:
@@ -173,16 +178,45 @@ def read_secret_file(path: Path, what: str) -> bytes:
 
 
 def key_permission_warning(path: Path) -> Optional[str]:
-    """On POSIX, a key readable by group or others is worth a warning (never a failure)."""
+    """On POSIX, a key readable by group or others is worth a warning; a world-writable one is refused.
+
+    Anyone on the machine could replace a world-writable key (or a password file) with their own:
+    78. Group-writable only warns: git records no modes, so a fresh clone under umask 002 has
+    group-writable files, and the demo and tests must still run there.
+    """
     if os.name != "posix":
         return None
     try:
         mode = path.stat().st_mode
     except OSError:
         return None
+    if mode & stat.S_IWOTH:
+        raise ConfigError("%s is writable by every user of this machine, so it cannot be trusted; refusing to "
+                          "use it" % path, hint="run: chmod 600 %s (and check that nobody changed it)" % path)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return "%s is readable by group or others; run: chmod 600 %s" % (path, path)
     return None
+
+
+def _client_pair(certs_dir: Path, client_cert: Optional[Path],
+                 client_key: Optional[Path]) -> Tuple[Optional[Path], Optional[Path]]:
+    """The client certificate and key to present (mTLS), or (None, None) for a Server-TLS bundle.
+
+    A flag names one file of the pair; the other comes from the bundle. Half a pair is a missing
+    file (66) naming the half that is not there.
+    """
+    cert = Path(client_cert) if client_cert is not None else certs_dir / CLIENT_CERT_FILE
+    key = Path(client_key) if client_key is not None else certs_dir / CLIENT_KEY_FILE
+    if client_cert is None and client_key is None and not (cert.exists() or key.exists()):
+        return None, None
+    for path, what, flag in ((cert, "client certificate", "--client-cert"), (key, "client key", "--client-key")):
+        if not path.is_file():
+            raise CredentialMissing(
+                "%s is missing (the %s of the mTLS pair), while loading the credential bundle" % (path, what),
+                hint="an mTLS bundle holds both %s and %s: download it again, or pass %s"
+                % (CLIENT_CERT_FILE, CLIENT_KEY_FILE, flag),
+            )
+    return cert, key
 
 
 def load_bundle(
@@ -190,8 +224,14 @@ def load_bundle(
     device_id: Optional[str] = None,
     base_url: Optional[str] = None,
     ca_file: Optional[Path] = None,
+    client_cert: Optional[Path] = None,
+    client_key: Optional[Path] = None,
 ) -> Bundle:
-    """Read and check every file of the bundle; overrides skip the file they replace."""
+    """Read and check every file of the bundle; overrides skip the file they replace.
+
+    With a client certificate (the bundle's or the flags') api_key.txt is optional: mTLS
+    authenticates the device; a key that is there is sent too.
+    """
     certs_dir = Path(certs_dir)
     if not certs_dir.is_dir():
         raise CredentialMissing(
@@ -207,8 +247,11 @@ def load_bundle(
     else:
         path = certs_dir / DEVICE_ID_FILE
         device = parse_device_id(_read_text(path, "the device id"), str(path))
+    cert, key = _client_pair(certs_dir, client_cert, client_key)
     key_path = certs_dir / API_KEY_FILE
-    api_key = parse_api_key(_read_text(key_path, "the API key"), str(key_path))
+    api_key: Optional[str] = None
+    if cert is None or key_path.exists():
+        api_key = parse_api_key(_read_text(key_path, "the API key"), str(key_path))
     if ca_file is None:
         ca_file = certs_dir / CA_FILE
         _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
@@ -218,9 +261,10 @@ def load_bundle(
         url = parse_endpoints(_read_text(path, "the platform's endpoints"), str(path), warnings)
     else:
         url = base_url.strip()
-    warning = key_permission_warning(key_path)
-    if warning:
-        warnings.append(warning)
+    for secret in ([key_path] if api_key is not None else []) + ([key] if key is not None else []):
+        warning = key_permission_warning(secret)
+        if warning:
+            warnings.append(warning)
     return Bundle(
         certs_dir=certs_dir,
         device_id=device,
@@ -228,4 +272,6 @@ def load_bundle(
         ca_file=Path(ca_file),
         base_url=url,
         warnings=tuple(warnings),
+        client_cert=cert,
+        client_key=key,
     )

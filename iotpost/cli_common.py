@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, List, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from .environment import Environment, SimulatedClock
 from .errors import InputDataError, Interrupted, UsageError
@@ -150,6 +150,95 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="start every human line with the local time (ISO 8601 with UTC offset); "
                    "--json records always carry \"at\"")
     o.add_argument("--debug", action="store_true", help="show a traceback for internal errors")
+
+
+class TLSSettings(NamedTuple):
+    """The TLS flags (mTLS client certificate, public-key pins); the CA comes from each CLI."""
+
+    client_cert: Optional[Path] = None
+    client_key: Optional[Path] = None
+    client_key_password_file: Optional[Path] = None
+    pins: Tuple[str, ...] = ()
+
+
+def _pins(text: str) -> List[str]:
+    from .tlsctx import parse_pins
+
+    try:
+        return parse_pins(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> None:
+    """mTLS and pinning flags; ``bundle``: the client certificate may also come from the bundle."""
+    from .tlsctx import CLIENT_KEY_PASSWORD_ENV
+
+    t = parser.add_argument_group("TLS (the server is always verified against the CA)")
+    t.add_argument("--client-cert", type=Path, default=None, metavar="PEM",
+                   help="present this client certificate (mTLS)%s" % (
+                       " (default: the bundle's client_cert.pem, if there is one)" if bundle else ""))
+    t.add_argument("--client-key", type=Path, default=None, metavar="PEM",
+                   help="the client certificate's private key%s" % (
+                       " (default: the bundle's client_key.pem)" if bundle else ""))
+    t.add_argument("--client-key-password-file", type=Path, default=None, metavar="PATH",
+                   help="file holding the password of an encrypted client key (or set %s; never a flag)"
+                   % CLIENT_KEY_PASSWORD_ENV)
+    t.add_argument("--pin-sha256", type=_pins, action="append", default=None, metavar="BASE64",
+                   help="also require the server's public key to have this pin (base64 SHA-256 of its "
+                   "SubjectPublicKeyInfo, as curl's --pinnedpubkey sha256//...; repeatable, or ';'-separated); "
+                   "--verbose prints the server's pin")
+
+
+def tls_settings(ns: argparse.Namespace, bundle: bool = True) -> TLSSettings:
+    """``bundle``: a lone --client-key pairs with the bundle's client_cert.pem; without a bundle it is an error."""
+    if ns.client_key is not None and ns.client_cert is None and not bundle:
+        raise UsageError("--client-key needs --client-cert")
+    return TLSSettings(client_cert=ns.client_cert, client_key=ns.client_key,
+                       client_key_password_file=ns.client_key_password_file,
+                       pins=tuple(pin for group in (ns.pin_sha256 or []) for pin in group))
+
+
+def client_key_password(t: TLSSettings, environ: Mapping[str, str], warnings: List[str]) -> Optional[bytes]:
+    """An encrypted key's password from --client-key-password-file, else the environment; never argv."""
+    from .bundle import key_permission_warning, read_secret_file
+    from .tlsctx import CLIENT_KEY_PASSWORD_ENV
+
+    if t.client_key_password_file is not None:
+        warning = key_permission_warning(t.client_key_password_file)  # world-writable: refused
+        if warning:
+            warnings.append(warning)
+        return read_secret_file(t.client_key_password_file, "client key password file")
+    value = environ.get(CLIENT_KEY_PASSWORD_ENV, "")
+    return value.encode("utf-8") if value else None
+
+
+def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path], client_key: Optional[Path],
+                     reporter: Reporter, secrets: List[str],
+                     environ: Optional[Mapping[str, str]] = None) -> "ssl.SSLContext":
+    """The verifying client context with the client certificate and pins; a bad file fails here, before
+    anything is sent. With --verbose, each handshake prints the server key's pin (curl's form)."""
+    from .console import write_safely
+    from .tlsctx import build_ssl_context
+
+    password = None
+    if client_cert is not None:
+        warnings: List[str] = []
+        password = client_key_password(t, os.environ if environ is None else environ, warnings)
+        for warning in warnings:
+            reporter.warn(warning)
+        if password:
+            secrets.append(password.decode("utf-8", "replace"))  # redacted from here on
+    ctx = build_ssl_context(ca_file, client_cert, client_key, password=password, pins=t.pins)
+    if reporter.verbose:
+        def show(pin: str, version: str) -> None:
+            line = "* %s; server public key pin: sha256//%s%s" % (
+                version, pin, " (matches --pin-sha256)" if t.pins else "")
+            write_safely(reporter.stderr, reporter.redact(line) + "\n")
+            reporter.stderr.flush()
+
+        ctx.on_connect = show
+    return ctx
 
 
 def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> CommonSettings:

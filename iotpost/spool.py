@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 from .errors import ConfigError, IotPostError, SpoolFull, TransientError
 from .memory_spool import MemorySpool, SpoolItem  # noqa: F401 - MemorySpool: one import place for tests
@@ -141,6 +141,32 @@ def _moved_aside_status(path: Path) -> List[Dict[str, Any]]:
     return listed
 
 
+_PRIVATE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def create_private(path: Path) -> None:
+    """Create a new spool file 0600 whatever the umask: it holds readings. SQLite gives the -wal and
+    -shm it makes the main file's mode; an existing file is left as its owner set it."""
+    try:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # it exists, or cannot be created: SQLite's own open reports that in its words
+        return
+    try:
+        if hasattr(os, "fchmod"):  # a umask cannot widen 0600, but one that took the owner's bits narrows it
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def make_private(path: Path, sides: Sequence[str]) -> None:
+    """chmod 600 the side files of ``path`` that exist (an older spool's may be wider); best effort."""
+    for side in sides:
+        try:
+            os.chmod(str(path) + side, 0o600)
+        except OSError:  # not there, or not ours: nothing to tighten
+            pass
+
+
 class SqliteSpool:
     """A durable spool in one SQLite file, safe for several processes at once."""
 
@@ -187,10 +213,12 @@ class SqliteSpool:
             raise self._failure(exc, "nothing new accepted (starting a fresh spool)") from None
 
     def _connect(self, max_pages: Optional[int]):
+        create_private(self.path)
         db = self._sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout = 30000")
             self._use_wal(db)
+            make_private(self.path, _PRIVATE_SIDE_FILES)
             # FULL: a committed payload is on disk before the first send attempt.
             db.execute("PRAGMA synchronous = FULL")
             if max_pages:

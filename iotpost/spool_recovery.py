@@ -142,6 +142,11 @@ def move_aside(path: Path, seen: Optional[os.stat_result]) -> Optional[Path]:
     for side in _SIDE_FILES:
         if os.path.exists(str(path) + side):
             os.replace(str(path) + side, str(aside) + side)
+    for name in [str(aside)] + [str(aside) + side for side in _SIDE_FILES]:
+        try:  # a spool an older release made with the umask's mode: its copy holds readings all the same
+            os.chmod(name, 0o600)
+        except OSError:
+            pass
     return aside
 
 

@@ -17,8 +17,8 @@ from typing import Iterator, List, NamedTuple, Optional, Union
 from . import __version__
 from .argparser import ArgumentParser
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
-from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
-                         make_reporter, send_all, spool_report)
+from .cli_common import (CommonSettings, TLSSettings, add_sending_arguments, add_tls_arguments, common_settings,
+                         is_spool_command, make_reporter, make_ssl_context, send_all, spool_report, tls_settings)
 from .cli_run import run
 from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
@@ -42,12 +42,14 @@ class TesaSettings(NamedTuple):
     data: Optional[str]
     data_file: Optional[str]
     common: CommonSettings
+    tls: TLSSettings = TLSSettings()
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
-        description="Send telemetry to the TESAIoT platform over verified HTTPS (Server-TLS, X-API-KEY).",
+        description="Send telemetry to the TESAIoT platform over verified HTTPS (Server-TLS with X-API-KEY, "
+        "or mTLS with the bundle's client certificate).",
         epilog="exit codes: 0 delivered, 2 usage, 65 bad data/rejected payload, 66 credential file "
         "missing, 75 temporary failure (retry later), 77 credentials rejected, 78 configuration or "
         "TLS certificate problem, 130/143 interrupted. See README.md.",
@@ -70,6 +72,7 @@ def build_parser() -> ArgumentParser:
     src.add_argument("--data", default=None, metavar="JSON", help="a JSON object to send as `data`")
     src.add_argument("--data-file", default=None, metavar="PATH",
                      help="a JSON object, or JSON Lines (one payload per line); '-' streams stdin line by line")
+    add_tls_arguments(p)
     add_sending_arguments(p)
     return p
 
@@ -88,6 +91,7 @@ def settings_from_args(argv: List[str]) -> TesaSettings:
         data=ns.data,
         data_file=ns.data_file,
         common=common,
+        tls=tls_settings(ns),
     )
 
 
@@ -135,17 +139,18 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     reporter = make_reporter(PROG, c, env, secrets)
     if is_spool_command(c):
         return spool_report(c, reporter, env)
-    bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url, ca_file=s.ca_file)
-    secrets.append(bundle.api_key)  # the reporter redacts it from here on
+    bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url, ca_file=s.ca_file,
+                         client_cert=s.tls.client_cert, client_key=s.tls.client_key)
+    if bundle.api_key:
+        secrets.append(bundle.api_key)  # the reporter redacts it from here on
     from .transport import proxy_secrets
 
     secrets.extend(proxy_secrets(c.proxy, os.environ))  # a proxy password, redacted the same way
     for warning in bundle.warnings:
         reporter.warn(warning)
     target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http, names=TESAIOT.names)
-    from .tlsctx import build_ssl_context
-
-    ctx = build_ssl_context(bundle.ca_file)  # a bad CA file fails here, before anything is sent
+    # A bad CA file, client certificate or key fails here, before anything is sent.
+    ctx = make_ssl_context(bundle.ca_file, s.tls, bundle.client_cert, bundle.client_key, reporter, secrets)
     make_bodies = body_source(s, bundle.device_id)
     creds = Credentials(api_key=bundle.api_key)
     return send_all(c, TESAIOT, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)

@@ -21,8 +21,8 @@ from typing import IO, Iterator, List, NamedTuple, Optional, Tuple, Union
 from . import __version__
 from .argparser import ArgumentParser
 from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
-from .cli_common import (CommonSettings, add_sending_arguments, common_settings, is_spool_command,
-                         make_reporter, send_all, spool_report)
+from .cli_common import (CommonSettings, TLSSettings, add_sending_arguments, add_tls_arguments, common_settings,
+                         is_spool_command, make_reporter, make_ssl_context, send_all, spool_report, tls_settings)
 from .cli_run import run
 from .console import protect_std_streams
 from .environment import Environment
@@ -51,6 +51,7 @@ class TlinkSettings(NamedTuple):
     replay: Optional[str]
     data_file: Optional[str]
     common: CommonSettings
+    tls: TLSSettings = TLSSettings()
 
 
 def _sensor(text: str) -> SensorSpec:
@@ -148,6 +149,7 @@ def build_parser() -> ArgumentParser:
                      "\"time\": \"YYYY-MM-DD HH:MM:SS\"} (time optional); '-' streams stdin line by line")
     src.add_argument("--replay", default=None, metavar="PATH",
                      help="send recorded pushes byte-for-byte: a JSON object or JSON Lines ('-' = stdin)")
+    add_tls_arguments(p, bundle=False)
     add_sending_arguments(p)
     return p
 
@@ -176,6 +178,7 @@ def settings_from_args(argv: List[str], environ: Optional[dict] = None) -> Tlink
         replay=ns.replay,
         data_file=ns.data_file,
         common=common,
+        tls=tls_settings(ns, bundle=False),
     )
 
 
@@ -265,19 +268,23 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     reporter = make_reporter(PROG, c, env, secrets)
     if is_spool_command(c):
         return spool_report(c, reporter, env)
+    # A world-writable secret file is refused (78) before it is read; a readable one is warned about.
+    warning = key_permission_warning(s.secret_file) if s.secret_file is not None else None
     secret = read_secret(s.secret_file, os.environ)
     if secret:
         secrets.append(secret.decode("utf-8", "replace"))  # the reporter redacts it from here on
     from .transport import proxy_secrets
 
     secrets.extend(proxy_secrets(c.proxy, os.environ))  # a proxy password, redacted the same way
-    warning = key_permission_warning(s.secret_file) if s.secret_file is not None else None
     if warning:
         reporter.warn(warning)
     target = parse_target(s.url, "", allow_http=c.allow_http, names=TLINK.names)
-    from .tlsctx import build_ssl_context
-
-    ctx = build_ssl_context(s.ca_file) if target.scheme == "https" else None
+    if target.scheme != "https" and (s.tls.pins or s.tls.client_cert):
+        raise UsageError("--pin-sha256 and --client-cert need an https:// URL")
+    ctx = None
+    if target.scheme == "https":  # a bad CA file, client certificate or key fails here, before anything is sent
+        key = s.tls.client_key if s.tls.client_cert is not None else None
+        ctx = make_ssl_context(s.ca_file, s.tls, s.tls.client_cert, key, reporter, secrets)
     replayed = _read_replay(s.replay, env) if s.replay else None  # checked whole, before any send
     data_stream = _open_data_file(s.data_file, env) if s.data_file else None  # missing file: before any send
     if c.count > 1 and c.interval < 1 and replayed is None and data_stream is None and c.output != "quiet":

@@ -11,19 +11,35 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError, IotPostError, TLSVerifyError, TransientError
 from .target import GENERIC_NAMES, SettingNames
+
+
+class ClientContext(ssl.SSLContext):
+    """A client context that also carries what the transport checks after each handshake.
+
+    ``pins``: the accepted SPKI pins (base64 SHA-256), empty for none; ``client_cert``: the
+    certificate presented (mTLS), named in errors; ``on_connect``: called with the server key's pin
+    after each handshake (--verbose prints it). The transport reads them with getattr, so a plain
+    SSLContext still works.
+    """
+
+    pins: Tuple[str, ...] = ()
+    client_cert: Optional[Path] = None
+    on_connect: Optional[Callable[[str, str], None]] = None
 
 
 def build_ssl_context(
     cafile: Path,
     certfile: Optional[Path] = None,
     keyfile: Optional[Path] = None,
-) -> ssl.SSLContext:
+    password: Optional[bytes] = None,
+    pins: Sequence[str] = (),
+) -> ClientContext:
     """A client context trusting only ``cafile``; a client certificate is optional (mTLS)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_verify_locations(cafile=str(cafile))
@@ -39,11 +55,192 @@ def build_ssl_context(
             "server's certificate (a bundle's ca-chain.pem, or the file the server's operator gives)",
         ) from None
     if certfile is not None:
-        try:
-            ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError("%s cannot be used as a client certificate (%s)" % (certfile, exc)) from None
+        load_client_certificate(ctx, Path(certfile), Path(keyfile) if keyfile else None, password)
+        ctx.client_cert = Path(certfile)
+    ctx.pins = tuple(pins)
     return ctx
+
+
+_KEY_HINT = "client_key.pem must be the private key made with client_cert.pem (download the mTLS bundle again)"
+
+
+def load_client_certificate(ctx: ssl.SSLContext, certfile: Path, keyfile: Optional[Path],
+                            password: Optional[bytes]) -> None:
+    """Present ``certfile`` (mTLS); each problem names its file: missing 66, unusable or mismatched 78.
+
+    An encrypted key without a password is refused here: OpenSSL would otherwise ask on the
+    terminal, and a cron job would hang there.
+    """
+    from .errors import CredentialMissing
+
+    for path, what in ((certfile, "the client certificate"), (keyfile, "the client key")):
+        if path is not None and not path.is_file():
+            raise CredentialMissing("%s %s is missing, while loading the client certificate" % (what, path),
+                                    hint="pass --client-cert and --client-key, or download the mTLS bundle again")
+    key_path = keyfile or certfile
+    try:
+        key_text = key_path.read_bytes()
+    except OSError as exc:
+        raise CredentialMissing("%s cannot be read (%s), while loading the client key"
+                                % (key_path, exc.strerror or exc),
+                                hint="check the file's permissions and that it belongs to the user running "
+                                "the tool") from None
+    encrypted = b"ENCRYPTED" in key_text
+    if encrypted and password is None:
+        raise ConfigError("%s is encrypted and no password was given, while loading the client key" % key_path,
+                          hint="put the password in a file passed with --client-key-password-file, or in "
+                          "the %s environment variable" % CLIENT_KEY_PASSWORD_ENV)
+
+    def give_password() -> bytes:  # never None: OpenSSL must not fall back to prompting
+        return password or b""
+
+    try:
+        ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None, password=give_password)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        said = ("%s %s" % (getattr(exc, "reason", "") or "", exc)).upper()
+        if "KEY_VALUES_MISMATCH" in said or "KEY VALUES MISMATCH" in said:
+            raise ConfigError("%s is not the private key of %s (a mismatched pair), while loading the client "
+                              "certificate" % (key_path, certfile), hint=_KEY_HINT) from None
+        if encrypted and ("BAD_DECRYPT" in said or "BAD DECRYPT" in said or password is not None):
+            raise ConfigError("%s cannot be decrypted with the password given (%s), while loading the client key"
+                              % (key_path, getattr(exc, "reason", None) or exc),
+                              hint="check --client-key-password-file or %s" % CLIENT_KEY_PASSWORD_ENV) from None
+        raise ConfigError("%s / %s cannot be used as a client certificate and key (%s), while loading the "
+                          "client certificate" % (certfile, key_path, getattr(exc, "reason", None) or exc),
+                          hint="both must be PEM: the certificate (-----BEGIN CERTIFICATE-----) and its "
+                          "private key; " + _KEY_HINT) from None
+
+
+CLIENT_KEY_PASSWORD_ENV = "IOTPOST_CLIENT_KEY_PASSWORD"
+
+
+# -- public-key pinning (curl's --pinnedpubkey sha256//...) -------------------------------------
+
+
+def _der_item(der: bytes, at: int) -> Tuple[int, int, int]:
+    """(tag, start of content, end of item) of the DER item starting at ``at``; ValueError if cut short."""
+    if at + 2 > len(der):
+        raise ValueError("truncated DER")
+    tag, first = der[at], der[at + 1]
+    at += 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or at + count > len(der):
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(der[at:at + count], "big")
+        at += count
+    if at + length > len(der):
+        raise ValueError("truncated DER")
+    return tag, at, at + length
+
+
+def spki_der(cert_der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a DER X.509 certificate (the stdlib has no extractor).
+
+    Certificate = SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
+    signature, issuer, validity, subject, subjectPublicKeyInfo, ... }, ... } (RFC 5280 4.1).
+    """
+    tag, start, _ = _der_item(cert_der, 0)
+    if tag != 0x30:
+        raise ValueError("not a DER certificate")
+    tag, at, tbs_end = _der_item(cert_der, start)
+    if tag != 0x30:
+        raise ValueError("not a DER certificate")
+    tag, _, end = _der_item(cert_der, at)
+    if tag == 0xA0:  # explicit version
+        at = end
+    for _field in ("serialNumber", "signature", "issuer", "validity", "subject"):
+        _, _, at = _der_item(cert_der, at)
+    tag, _, end = _der_item(cert_der, at)
+    if tag != 0x30 or end > tbs_end:
+        raise ValueError("no SubjectPublicKeyInfo where RFC 5280 puts it")
+    return cert_der[at:end]
+
+
+def spki_pin(cert_der: bytes) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)): what curl's --pinnedpubkey sha256//... compares."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(spki_der(cert_der)).digest()).decode("ascii")
+
+
+def parse_pins(text: str) -> List[str]:
+    """Pins from one --pin-sha256 value: BASE64, sha256//BASE64, or a ';'-separated list of them (curl's)."""
+    import base64
+    import binascii
+
+    pins = []
+    for part in text.split(";"):
+        value = part.strip()
+        if value.lower().startswith("sha256//"):
+            value = value[len("sha256//"):]
+        if not value:
+            continue
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("%r is not a SHA-256 public-key pin (base64 of 32 bytes, as "
+                             "'sha256//Q10K...OgI=')" % part.strip())
+        pins.append(base64.b64encode(raw).decode("ascii"))
+    if not pins:
+        raise ValueError("%r holds no pin" % text)
+    return pins
+
+
+def check_pin(cert_der: Optional[bytes], pins: Sequence[str], where: str) -> str:
+    """The server key's pin; a TLSVerifyError (78) when pins are set and it is not among them."""
+    if not cert_der:
+        raise TLSVerifyError("the server %s presented no certificate, while checking --pin-sha256" % where)
+    pin = spki_pin(cert_der)
+    if pins and pin not in pins:
+        raise TLSVerifyError(
+            "the server's public key (sha256//%s) matches no --pin-sha256, while verifying the server %s; "
+            "nothing was sent" % (pin, where),
+            hint="the server's key changed or this is not the server you pinned; if its operator confirms a "
+            "new key, pin that one (--verbose prints the pin of the key a server presents)",
+        )
+    return pin
+
+
+# OpenSSL alert reasons a server sends when it wants a client certificate and got none, or refuses
+# ours. With TLS 1.3 they arrive after our handshake has finished: on the first read.
+_NO_CLIENT_CERT_REASONS = ("CERTIFICATE_REQUIRED", "PEER_DID_NOT_RETURN_A_CERTIFICATE")
+_CLIENT_CERT_REASONS = _NO_CLIENT_CERT_REASONS + (
+    "ALERT_BAD_CERTIFICATE", "ALERT_UNKNOWN_CA", "ALERT_CERTIFICATE_EXPIRED", "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_UNSUPPORTED_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN", "ALERT_ACCESS_DENIED")
+
+
+def client_certificate_refused(exc: BaseException, where: str, client_cert: Optional[Path]) -> Optional[IotPostError]:
+    """A 78 speaking of the client certificate when ``exc`` is a server's alert about it, else None."""
+    if not isinstance(exc, ssl.SSLError) or isinstance(exc, ssl.SSLCertVerificationError):
+        return None
+    reason = getattr(exc, "reason", None) or ""
+    said = ("%s %s" % (reason, exc)).upper()
+    if not any(r in said for r in _CLIENT_CERT_REASONS):
+        return None
+    return client_certificate_error(where, client_cert, reason or str(exc))
+
+
+def client_certificate_error(where: str, client_cert: Optional[Path], detail: str,
+                             during: str = "negotiating TLS") -> IotPostError:
+    """The server wants a client certificate (mTLS) and got none, or refused ours."""
+    if client_cert is None:
+        return ConfigError(
+            "%s requires a client certificate and none was presented (%s), while %s" % (where, detail, during),
+            hint="this is an mTLS endpoint: put client_cert.pem and client_key.pem in the bundle (the mTLS "
+            "bundle), or pass --client-cert and --client-key; or use the platform's Server-TLS URL",
+        )
+    return ConfigError(
+        "%s refused the client certificate %s (%s), while %s" % (where, client_cert, detail, during),
+        hint="the server does not accept this certificate: it may have expired (openssl x509 -noout -dates "
+        "-in %s), be revoked, or come from a CA this server does not trust; download the mTLS bundle again"
+        % client_cert,
+    )
 
 
 # OpenSSL reasons meaning "no TLS version both sides accept" (server too old, or client too new).
@@ -84,7 +281,7 @@ def _is_ip(host: str) -> bool:
 
 def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path],
                         names: SettingNames = GENERIC_NAMES, cert_names: Optional[List[str]] = None,
-                        port: Optional[int] = None) -> IotPostError:
+                        port: Optional[int] = None, client_cert: Optional[Path] = None) -> IotPostError:
     """Turn a failed handshake into one line a field engineer can act on.
 
     Certificate failures are configuration (78) and say which check failed; ``cert_names`` (from a
@@ -131,6 +328,9 @@ def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path],
             % (ca, detail, where),
             hint="is %s the CA of this platform? to trust a server, put its CA there (%s)" % (ca, names.ca),
         )
+    refused = client_certificate_refused(exc, where, client_cert)
+    if refused is not None:
+        return refused
     reason = getattr(exc, "reason", None) or exc.__class__.__name__
     said = ("%s %s" % (reason, exc)).upper()
     if any(r in said for r in _VERSION_REASONS):

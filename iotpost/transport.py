@@ -24,12 +24,20 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
-from .tlsctx import explain_tls_failure
+from .tlsctx import client_certificate_error, client_certificate_refused, explain_tls_failure
 
 MAX_RESPONSE_BYTES = 1 << 20
 # What a kept-alive connection the server already closed looks like when we use it again.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError)
+# ... and what a server that refused our client certificate may look like when its alert was lost:
+# an unclean EOF while writing our request, or a reset (RemoteDisconnected is a ConnectionResetError).
+_DROPPED = _STALE + (ssl.SSLZeroReturnError,)
+_PROBE_SECONDS = 2.0
 
+
+# nginx's 400 pages for client certificates (ngx_http_special_response.c), lower case -> as nginx says it.
+_NGINX_CLIENT_CERT_PAGES = {"no required ssl certificate was sent": "No required SSL certificate was sent",
+                            "the ssl certificate error": "The SSL certificate error"}
 
 # curl's variables for an https:// URL, lower case first; iotpost.proxy reads them, this only asks.
 PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -129,6 +137,7 @@ class Transport:
         self._cafile = cafile
         self._clock = clock
         self._conn = None  # type: ignore[var-annotated]
+        self._tls_version: Optional[str] = None  # of the newest connection
         self.proxy = None  # an iotpost.proxy.Proxy when connections go through a CONNECT tunnel
         env = os.environ if environ is None else environ
         # Plain http:// reaches this machine only (--allow-http): a proxy's "localhost" is not ours,
@@ -171,7 +180,84 @@ class Transport:
         except Exception as exc:
             conn.close()
             raise classify_network_error(exc, t, self._timeout) from None
+        try:
+            self._after_handshake(conn.sock)
+        except IotPostError:
+            conn.close()
+            raise
         return conn
+
+    def _where(self) -> str:
+        t = self.target
+        return "%s:%d" % ("[%s]" % t.host if ":" in t.host else t.host, t.port)
+
+    def _after_handshake(self, sock: socket.socket) -> None:
+        """Check --pin-sha256 and report the server key's pin, before a single request byte is written.
+
+        Runs after the normal verification (chain and name), as curl's --pinnedpubkey does.
+        """
+        if not isinstance(sock, ssl.SSLSocket):
+            return
+        self._tls_version = sock.version()
+        pins = getattr(self._ctx, "pins", ())
+        on_connect = getattr(self._ctx, "on_connect", None)
+        if not (pins or on_connect):
+            return
+        from .tlsctx import check_pin
+
+        pin = check_pin(sock.getpeercert(binary_form=True), pins, self._where())
+        if on_connect is not None:
+            on_connect(pin, sock.version() or "TLS")
+
+    def _classify(self, exc: BaseException, fresh: bool = False) -> IotPostError:
+        """A failure after the handshake: a TLS 1.3 server's alert about our client certificate (78)
+        arrives on the first read; anything else is classify_network_error's.
+
+        The alert can be lost: when our request reaches a server that has already refused us, its
+        close becomes a reset that may discard the alert, and we see only an EOF or a reset. So a
+        fresh TLS 1.3 connection dropped before any answer is asked once more, sending nothing.
+        """
+        client_cert = getattr(self._ctx, "client_cert", None)
+        refused = client_certificate_refused(exc, self._where(), client_cert)
+        if refused is None and fresh and self._tls_version == "TLSv1.3" and isinstance(exc, _DROPPED):
+            refused = self._probe_client_certificate()
+        return refused or classify_network_error(exc, self.target, self._timeout)
+
+    def _probe_client_certificate(self) -> Optional[IotPostError]:
+        """Handshake again, send nothing, and wait for the server's verdict on our client certificate.
+
+        A TLS 1.3 server that refuses it sends its alert right after the handshake; one that accepts
+        it sends session tickets then, which ends the wait at once (servers without tickets: at
+        the probe's time limit). Either way nothing is learnt from a server that accepted us.
+        """
+        import http.client
+
+        if self._ctx is None:
+            return None
+        try:
+            raw = self._connect_raw()
+        except (OSError, IotPostError, http.client.HTTPException):
+            return None
+        deadline = time.monotonic() + min(self._timeout, _PROBE_SECONDS)
+        try:
+            with self._ctx.wrap_socket(raw, server_hostname=self.target.host) as probe:
+                probe.settimeout(0.02)
+                while time.monotonic() < deadline:
+                    session = probe.session
+                    if session is not None and session.has_ticket:
+                        return None  # accepted: the server resumed normal service
+                    try:
+                        if not probe.recv(1):
+                            return None
+                    except socket.timeout:
+                        continue
+        except ssl.SSLError as exc:
+            return client_certificate_refused(exc, self._where(), getattr(self._ctx, "client_cert", None))
+        except OSError:
+            return None
+        finally:
+            raw.close()
+        return None
 
     def _tls_failure(self, exc: ssl.SSLError) -> IotPostError:
         """Explain a failed handshake; for a name mismatch, learn which names the certificate holds.
@@ -196,7 +282,8 @@ class Transport:
                     raw.close()  # also when the handshake fails before wrap_socket owns it
             except (OSError, IotPostError):  # the diagnosis is a bonus: the mismatch is reported anyway
                 cert_names = None
-        err = explain_tls_failure(exc, t.host, self._cafile, t.names, cert_names, t.port)
+        err = explain_tls_failure(exc, t.host, self._cafile, t.names, cert_names, t.port,
+                                  client_cert=getattr(self._ctx, "client_cert", None))
         if self.proxy is not None and isinstance(err, ConfigError):
             # Through a tunnel the usual cause is a proxy that inspects TLS with its own certificate.
             err.hint = ((err.hint + "; ") if err.hint else "") + (
@@ -219,7 +306,7 @@ class Transport:
         except _STALE + (http.client.RemoteDisconnected,) as exc:
             self.close()
             if not reused:
-                raise classify_network_error(exc, self.target, self._timeout) from None
+                raise self._classify(exc, fresh=True) from None
         # The server had closed the idle kept-alive connection: reopen and send once more.
         try:
             return self._exchange(method, path, headers, body)
@@ -227,7 +314,7 @@ class Transport:
             raise
         except Exception as exc:
             self.close()
-            raise classify_network_error(exc, self.target, self._timeout) from None
+            raise self._classify(exc, fresh=True) from None
 
     def _exchange(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
         import http.client
@@ -249,10 +336,27 @@ class Transport:
             raise
         except Exception as exc:
             self.close()
-            raise classify_network_error(exc, self.target, self._timeout) from None
+            raise self._classify(exc) from None
         latency = self._clock() - started
         result = Response(resp.status, resp.reason or "", {k.lower(): v for k, v in resp.getheaders()},
                           data, latency)
         if resp.will_close or oversized:
             self.close()  # the next send reconnects explicitly, so TLS errors stay classified
+        refused = self._client_cert_answer(result)
+        if refused is not None:
+            self.close()
+            raise refused
         return result
+
+    def _client_cert_answer(self, response: Response) -> Optional[IotPostError]:
+        """nginx (ssl_verify_client on) answers a missing or refused client certificate with HTTP 400,
+        not a TLS alert: "No required SSL certificate was sent" / "The SSL certificate error". That is
+        the TLS setup's fault, not the payload's: a 78 here, so it never becomes a dead letter."""
+        if response.status != 400:
+            return None
+        text = response.body[:4096].decode("latin-1").lower()
+        for phrase in _NGINX_CLIENT_CERT_PAGES:
+            if phrase in text:
+                return client_certificate_error(self._where(), getattr(self._ctx, "client_cert", None),
+                                                "HTTP 400 %s" % _NGINX_CLIENT_CERT_PAGES[phrase], during="sending")
+        return None

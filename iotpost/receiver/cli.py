@@ -54,6 +54,7 @@ class ReceiverSettings:
     head_timeout: float = 20.0  # seconds for a TLS handshake, and for each request head, in all
     idle_timeout: float = 10.0  # seconds any one read may wait (an idle kept-alive connection too)
     max_connections: int = 512  # open connections; more are closed at once
+    client_ca: Optional[Path] = None  # require client certificates signed by this CA (mTLS)
 
 
 def _fault_kinds(text: str) -> Tuple[str, ...]:
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
     parser.add_argument("--cert", type=Path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
     parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="server private key (PEM)")
+    parser.add_argument("--client-ca", type=Path, default=None, metavar="PEM",
+                        help="require a client certificate signed by this CA (mTLS, as TESAIoT's port 9444)")
     parser.add_argument("--http", action="store_true",
                         help="serve plain HTTP instead of HTTPS (to test a sender's --allow-http)")
     parser.add_argument("--bundle", action="append", type=Path, metavar="DIR",
@@ -170,7 +173,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
         fault_poison=ns.fault_poison or None, head_timeout=ns.head_timeout, idle_timeout=ns.idle_timeout,
-        max_connections=ns.max_connections,
+        max_connections=ns.max_connections, client_ca=ns.client_ca,
     )
 
 
@@ -203,6 +206,8 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
     if s.tls:
         _check_file(s.certfile, "the certificate")
         _check_file(s.keyfile, "the private key")
+        if s.client_ca is not None:
+            _check_file(s.client_ca, "the client CA (--client-ca)")
     faults = None
     if s.fault_rate > 0 or s.fault_poison:
         faults = FaultPlan(rate=s.fault_rate, kinds=s.fault_kinds, seed=s.fault_seed, retry_after=s.retry_after,
@@ -213,6 +218,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
             port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
             log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
             head_timeout=s.head_timeout, handler_timeout=s.idle_timeout, max_connections=s.max_connections,
+            client_ca=s.client_ca,
         )
     except ssl.SSLError as exc:
         raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"

@@ -431,11 +431,17 @@ def read_bundle_device(bundle_dir: PathLike) -> Tuple[str, str]:
     return device_id, api_key
 
 
-def build_server_context(certfile: PathLike, keyfile: Optional[PathLike] = None) -> ssl.SSLContext:
-    """The twin's TLS: TLS 1.2 minimum, our certificate chain."""
+def build_server_context(certfile: PathLike, keyfile: Optional[PathLike] = None,
+                         client_ca: Optional[PathLike] = None) -> ssl.SSLContext:
+    """The twin's TLS: TLS 1.2 minimum, our certificate chain; with ``client_ca``, mTLS as TESAIoT's
+    mTLS port does it: a client certificate signed by that CA is required (none, expired or another
+    issuer fails the handshake)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(certfile), None if keyfile is None else str(keyfile))
+    if client_ca is not None:
+        context.load_verify_locations(cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
@@ -458,18 +464,20 @@ def start_twin(
     keep_requests: Optional[int] = None,
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    client_ca: Optional[PathLike] = None,
 ) -> TwinServer:
     """Start a twin in a background thread and return it once it is listening.
 
     ``bundles`` (credential folders) and ``devices`` ({device_id: api_key}) are registered.
     ``keep_requests`` bounds ``twin.requests`` to the newest N (None: keep all, for tests).
+    ``client_ca`` (PEM): require a client certificate signed by it (mTLS).
     A ``store`` passed in stays open after stop(); one made from ``db_path`` is closed by it.
     """
     context = None
     if tls:
         if certfile is None:
             raise ValueError("tls=True needs certfile (and keyfile unless the key is inside it)")
-        context = build_server_context(certfile, keyfile)
+        context = build_server_context(certfile, keyfile, client_ca)
     owns_store = store is None
     the_store = TelemetryStore(db_path) if store is None else store
     try:

@@ -68,6 +68,23 @@ EOT
   sign "$1" "$2" "$work/$1.ext" "$6" "$7"
 }
 
+# The mTLS extras only ("sh make_certs.sh mtls"): client certificates a server must refuse, and an
+# encrypted copy of client.key; they reuse ca and other-ca as they are, so nothing else changes.
+make_mtls() {
+  leaf client-expired ca "test-device-client" "DNS:test-device-client.invalid" clientAuth 20200101000000Z 20210101000000Z
+  leaf client-other-ca other-ca "test-device-client" "DNS:test-device-client.invalid" clientAuth $NOT_BEFORE $NOT_AFTER
+  # PKCS#8 with AES-256; the password is in client-key-password.txt (public, like every key here).
+  printf '%s\n' "iotpost-test-password" > client-key-password.txt
+  openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-encrypted.key \
+    -passout file:client-key-password.txt
+  chmod 644 client-expired.* client-other-ca.* client-encrypted.key client-key-password.txt
+}
+if [ "${1:-}" = mtls ]; then
+  make_mtls
+  echo "mTLS test certificates regenerated in $(pwd)"
+  exit 0
+fi
+
 make_ca ca "/O=iotpost TEST ONLY/CN=iotpost Test CA (not for production)"
 make_ca other-ca "/O=iotpost TEST ONLY/CN=Unrelated Test CA (not trusted by the bundle)"
 
@@ -77,6 +94,7 @@ leaf wronghost ca wrong-host.invalid "DNS:wrong-host.invalid" serverAuth $NOT_BE
 leaf expired ca localhost "$LOCAL" serverAuth 20200101000000Z 20210101000000Z
 leaf other-localhost other-ca localhost "$LOCAL" serverAuth $NOT_BEFORE $NOT_AFTER
 leaf client ca "test-device-client" "DNS:test-device-client.invalid" clientAuth $NOT_BEFORE $NOT_AFTER
+make_mtls
 
 # The sample bundle trusts exactly the test CA, so it works against the local twin out of the box.
 cp ca.pem ../../certs_credentials/ca-chain.pem
