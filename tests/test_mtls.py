@@ -68,12 +68,12 @@ class BundledClientCertificateTests(MTLSTestCase):
         self.assertNotIn(KEY, proc.stdout + proc.stderr)
 
     def test_mtls_bundle_needs_no_api_key_and_sends_none(self):
-        # The handshake needs the certificate; the twin still wants X-API-KEY (a Server-TLS twin with
-        # mTLS on top), so it answers 401 - but the request got through TLS, without a key header.
+        # The verified client certificate is the credential: stored without any X-API-KEY header.
         proc = self.send(self.bundle(api_key=False))
-        self.assertEqual(proc.returncode, 77, proc.stderr)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(len(self.twin.requests), 1)
         self.assertNotIn("x-api-key", self.twin.requests[0].headers)
+        self.assertEqual(len(self.twin.store.all_telemetry(DEVICE)), 1)
         dry = self.send(self.bundle(api_key=False), "--dry-run")
         self.assertEqual(dry.returncode, 0, dry.stderr)
         self.assertNotIn("X-API-KEY", dry.stdout)

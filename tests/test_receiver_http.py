@@ -434,6 +434,21 @@ class RoutesWithoutSocketsTest(unittest.TestCase):
         return dispatch(method, target, body=body, headers=headers or {}, store=self.store,
                         tlink_secret=tlink_secret)
 
+    def test_a_verified_client_certificate_stands_in_for_the_key(self):
+        from iotpost.receiver import tesaiot_api
+        from iotpost.receiver.api_request import ApiRequest
+
+        json_type = {"Content-Type": "application/json"}
+        body = encode(payload())
+        for client_cert, headers, status in ((True, json_type, 200), (False, json_type, 401),
+                                             (True, dict(json_type, **{"X-API-KEY": "wrong"}), 401)):
+            with self.subTest(client_cert=client_cert, headers=headers):
+                reply = tesaiot_api.post_telemetry(ApiRequest(self.store, headers, body, client_cert=client_cert))
+                self.assertEqual(reply.status, status)
+        stranger = encode(dict(payload(), device_id="11111111-2222-4333-8444-555555555555"))
+        reply = tesaiot_api.post_telemetry(ApiRequest(self.store, json_type, stranger, client_cert=True))
+        self.assertEqual(reply.status, 401)  # a certificate for a device the twin does not know
+
     def test_not_found_and_method_not_allowed(self):
         reply = self.dispatch("GET", "/nope")
         self.assertEqual((reply.status, reply.body), (404, {"error": "Not found", "code": "NOT_FOUND"}))

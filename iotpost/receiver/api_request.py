@@ -41,6 +41,7 @@ class ApiRequest(NamedTuple):
     query: Query = {}
     tlink_secret: Optional[bytes] = None  # None: TLINK webhooks are accepted unsigned
     log: Optional[Callable[[str], None]] = None  # the twin's log (twin.log), for what a reply cannot say
+    client_cert: bool = False  # the connection presented a client certificate the twin verified (mTLS)
 
 
 def media_type(content_type: Optional[str]) -> str:

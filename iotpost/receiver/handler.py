@@ -311,7 +311,15 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.server.twin.pause(plan.delay)
         twin = self.server.twin
         return dispatch(self.command, self.path, body=body, headers=self.headers, store=twin.store,
-                        tlink_secret=twin.tlink_secret, log=twin.log)
+                        tlink_secret=twin.tlink_secret, log=twin.log, client_cert=self._verified_client_cert())
+
+    def _verified_client_cert(self) -> bool:
+        """A client certificate was presented and verified (only asked for with --client-ca)."""
+        getpeercert = getattr(self.connection, "getpeercert", None)
+        try:
+            return bool(getpeercert()) if getpeercert is not None else False
+        except (ValueError, OSError):  # not connected any more: no certificate to speak of
+            return False
 
     def _render(self, reply: Reply) -> bytes:
         """The whole response as bytes (one write, and faults can spoil it afterwards)."""

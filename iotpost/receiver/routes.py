@@ -65,6 +65,7 @@ def dispatch(
     store: TelemetryStore,
     tlink_secret: Optional[bytes] = None,
     log: Optional[Callable[[str], None]] = None,
+    client_cert: bool = False,
 ) -> Reply:
     """Answer one request by its method and target (path plus query); the first matching route wins."""
     split = urlsplit(target)
@@ -79,6 +80,6 @@ def dispatch(
             return error_reply(405, "Method not allowed", "METHOD_NOT_ALLOWED", Allow=allow)
         args = [unquote(g) for g in match.groups()]
         query = parse_qs(split.query, keep_blank_values=False)
-        reply = function(ApiRequest(store, headers, body, query, tlink_secret, log), *args)
+        reply = function(ApiRequest(store, headers, body, query, tlink_secret, log, client_cert), *args)
         return reply._replace(flask_json=True) if route.flask_json else reply
     return error_reply(404, "Not found", "NOT_FOUND")

@@ -202,6 +202,12 @@ class TelemetryStore(TlinkTables):
             db.execute("INSERT OR REPLACE INTO api_keys (key_sha256, device_id) VALUES (?, ?)",
                        (key_digest(api_key), device_id))
 
+    def is_registered(self, device_id: object) -> bool:
+        """Whether ``device_id`` is a device of this twin (for a client certificate without a key)."""
+        if not isinstance(device_id, str):
+            return False
+        return bool(self._query("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)))
+
     def devices(self) -> List[str]:
         """Registered device ids, sorted."""
         return [r[0] for r in self._query("SELECT device_id FROM devices ORDER BY device_id")]

@@ -63,8 +63,9 @@ def post_telemetry(request: ApiRequest) -> Reply:
     store, headers, body = request.store, request.headers, request.body
     if media_type(headers.get("Content-Type")) != "application/json":
         return error_reply(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
-    device = store.authenticate(headers.get("X-API-KEY"))
-    if device is None:
+    key = headers.get("X-API-KEY")
+    device = store.authenticate(key)
+    if device is None and (key or not request.client_cert):
         return Reply(401, dict(INVALID_API_KEY))
     try:
         payload = parse_json_body(body)
@@ -75,6 +76,12 @@ def post_telemetry(request: ApiRequest) -> Reply:
     problem = validate_telemetry(payload)
     if problem is not None:
         return validation_error(problem)
+    if device is None:
+        # mTLS without a key: the verified client certificate is the credential. The twin does not
+        # bind a certificate to one device (TESAIoT would); it takes the payload's registered device.
+        device = payload["device_id"] if store.is_registered(payload["device_id"]) else None
+        if device is None:
+            return Reply(401, dict(INVALID_API_KEY))
     if payload["device_id"] != device:
         return error_reply(403, "Device identity mismatch", "DEVICE_ID_MISMATCH")
     key = (headers.get("Idempotency-Key") or "").strip() or None
