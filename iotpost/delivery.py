@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Union
 
 from .environment import Environment
-from .errors import InputDataError, IotPostError, TransientError
+from .errors import InputDataError, Interrupted, IotPostError, TransientError
 from .exitcodes import (ExitStatus, for_http_status, is_payload_rejected, is_retryable_status,
                         means_platform_down, worst)
 from .output import Redactor, Reporter, SendRecord, short_message
@@ -221,6 +221,8 @@ class Sender:
             self.out.request("POST", self.transport.target.url, headers, item.body)
             try:
                 response = self.transport.send("POST", self.transport.target.path, headers, item.body)
+            except Interrupted:
+                raise  # SIGINT/SIGTERM mid-request: the run ends now (send_all prints the summary)
             except IotPostError as exc:
                 if exc.exit_code is not ExitStatus.TEMPFAIL:  # TLS verification, bad URL: no retry helps
                     return self._settle(item, seq, attempts, None, exc.message, exc)
@@ -280,9 +282,9 @@ class Sender:
         if error.exit_code is ExitStatus.TEMPFAIL:
             self._trouble = error  # what is left at the end decides the exit code
         else:
-            # A rejected payload is a dead letter now: the next one may be fine. Credentials and
-            # configuration (77, 78) fail every payload alike, so they end the run.
-            self._fail(error, stop=error.exit_code in (ExitStatus.NOPERM, ExitStatus.CONFIG))
+            # A rejected payload is a dead letter now: the next one may be fine. Anything else
+            # (credentials 77, configuration 78) fails every payload alike, so it ends the run.
+            self._fail(error, stop=error.exit_code is not ExitStatus.DATA)
 
     def _hold(self, item, seq: int, attempts: int, response: Response, message: str,
               error: Optional[IotPostError]) -> None:

@@ -262,6 +262,21 @@ class SignalTests(SenderTestCase):
         self.assertFalse(stored & left)
 
     @unittest.skipIf(sys.platform == "win32", "POSIX signals")
+    def test_sigint_while_a_request_is_in_flight_ends_the_run_there(self):
+        twin = self.twin()
+        twin.faults = FaultPlan.script(["delay"], delay=3.0)  # the first answer takes 3 s
+        proc = start_cli(SENDER, "--certs-dir", self.bundle(twin), "--count", "3", "--interval", "0")
+        deadline = time.monotonic() + 20
+        while not posts(twin) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)  # inside the wait for the answer
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertIn("summary", out)
+        self.assertEqual(len(posts(twin)), 1)  # no later payload was sent after the interrupt
+
+    @unittest.skipIf(sys.platform == "win32", "POSIX signals")
     def test_sigint_exits_130(self):
         twin = self.twin()
         proc = start_cli(SENDER, "--certs-dir", self.bundle(twin), "--count", "100", "--interval", "1")
