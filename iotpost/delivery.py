@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Union
 
 from .environment import Environment
-from .errors import InputDataError, Interrupted, IotPostError, TransientError
+from .errors import InputDataError, IotPostError, TransientError
 from .exitcodes import (ExitStatus, for_http_status, is_payload_rejected, is_retryable_status,
                         means_platform_down, worst)
 from .output import Redactor, Reporter, SendRecord, short_message
@@ -221,8 +221,6 @@ class Sender:
             self.out.request("POST", self.transport.target.url, headers, item.body)
             try:
                 response = self.transport.send("POST", self.transport.target.path, headers, item.body)
-            except Interrupted:
-                raise  # SIGINT/SIGTERM mid-request: the run ends now (send_all prints the summary)
             except IotPostError as exc:
                 if exc.exit_code is not ExitStatus.TEMPFAIL:  # TLS verification, bad URL: no retry helps
                     return self._settle(item, seq, attempts, None, exc.message, exc)

@@ -75,13 +75,25 @@ class ClockNotSet(TransientError):
     """The system clock is before this release: a Pi without an RTC that has not synced NTP yet."""
 
 
-class Interrupted(IotPostError):
-    """SIGINT or SIGTERM arrived; raised from the signal handler so blocking calls return at once."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; raised from the signal handler so blocking calls return at once.
+
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` or ``except IotPostError`` on
+    the way (a network error mapper, a best-effort probe) may take it for a failure and go on. Only
+    ``cli_run.run`` and the code that prints the summary catch it.
+    """
+
+    exit_code: ExitStatus = ExitStatus.INTERNAL  # set per instance: SIGINT 130, SIGTERM 143
 
     def __init__(self, signum: int) -> None:
         import signal
 
         name = "SIGTERM" if signum == getattr(signal, "SIGTERM", -1) else "SIGINT"
         super().__init__("interrupted by %s" % name)
+        self.message = "interrupted by %s" % name
+        self.hint: Optional[str] = None
         self.signum = signum
         self.exit_code = ExitStatus.SIGTERM if name == "SIGTERM" else ExitStatus.SIGINT
+
+    def __str__(self) -> str:
+        return self.message

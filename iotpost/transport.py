@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from .errors import ConfigError, Interrupted, IotPostError, TransientError
+from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
 from .tlsctx import client_certificate_error, client_certificate_refused, explain_tls_failure
 
@@ -280,8 +280,6 @@ class Transport:
                         cert_names = certificate_names(probe.getpeercert() or {})
                 finally:
                     raw.close()  # also when the handshake fails before wrap_socket owns it
-            except Interrupted:
-                raise
             except (OSError, IotPostError):  # the diagnosis is a bonus: the mismatch is reported anyway
                 cert_names = None
         err = explain_tls_failure(exc, t.host, self._cafile, t.names, cert_names, t.port,
