@@ -74,17 +74,21 @@ def decode_json(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def parse_line(text: Union[str, bytes], where: str, line_no: int) -> DataItem:
+def decode_line(text: Union[str, bytes], where: str, line_no: int) -> Any:
+    """One JSON Lines line as a value: UTF-8 (a BOM allowed on line 1), then JSON; errors name ``where``."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig" if line_no == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             raise InputDataError("%s is not UTF-8 text (%s)" % (where, exc.reason)) from None
     try:
-        obj = decode_json(text)
+        return decode_json(text)
     except ValueError as exc:
         raise InputDataError("%s is not valid JSON (%s)" % (where, exc)) from None
-    return item_from_object(obj, where, line_no)
+
+
+def parse_line(text: Union[str, bytes], where: str, line_no: int) -> DataItem:
+    return item_from_object(decode_line(text, where, line_no), where, line_no)
 
 
 def parse_data_arg(text: str) -> DataItem:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import IO, Any, Dict, Iterator, NamedTuple, Optional, Union
 
-from .data_input import decode_json, read_lines
+from .data_input import decode_line, read_lines
 from .errors import InputDataError
 from .tlink import limit_problem, value_text
 
@@ -69,15 +69,7 @@ def _sensor_id(key: str, where: str) -> int:
 
 def parse_reading_line(text: Union[str, bytes], where: str, line_no: int) -> TlinkLine:
     """One line, checked whole: raises InputDataError naming ``where`` and, for a limit, the field."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig" if line_no == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputDataError("%s is not UTF-8 text (%s)" % (where, exc.reason)) from None
-    try:
-        obj = decode_json(text)
-    except ValueError as exc:
-        raise InputDataError("%s is not valid JSON (%s)" % (where, exc)) from None
+    obj = decode_line(text, where, line_no)
     if not isinstance(obj, dict):
         raise InputDataError("%s: expected a JSON object, got %s" % (where, type(obj).__name__),
                              hint='map sensor ids to values, e.g. {"11922": 21.5}')
