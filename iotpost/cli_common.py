@@ -213,6 +213,12 @@ def client_key_password(t: TLSSettings, environ: Mapping[str, str], warnings: Li
     return value.encode("utf-8") if value else None
 
 
+def refuse_tls_flags_over_http(target: Target, t: TLSSettings) -> None:
+    """A pin or a client certificate asked for on a plain http:// URL would be silently unused: exit 2."""
+    if target.scheme != "https" and (t.pins or t.client_cert):
+        raise UsageError("--pin-sha256 and --client-cert need an https:// URL")
+
+
 def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path], client_key: Optional[Path],
                      reporter: Reporter, secrets: List[str],
                      environ: Optional[Mapping[str, str]] = None) -> "ssl.SSLContext":

@@ -18,7 +18,8 @@ from . import __version__
 from .argparser import ArgumentParser
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
 from .cli_common import (CommonSettings, TLSSettings, add_sending_arguments, add_tls_arguments, common_settings,
-                         is_spool_command, make_reporter, make_ssl_context, send_all, spool_report, tls_settings)
+                         is_spool_command, make_reporter, make_ssl_context, refuse_tls_flags_over_http, send_all,
+                         spool_report, tls_settings)
 from .cli_run import run
 from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
@@ -149,6 +150,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     for warning in bundle.warnings:
         reporter.warn(warning)
     target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http, names=TESAIOT.names)
+    refuse_tls_flags_over_http(target, s.tls)
     # A bad CA file, client certificate or key fails here, before anything is sent.
     ctx = make_ssl_context(bundle.ca_file, s.tls, bundle.client_cert, bundle.client_key, reporter, secrets)
     make_bodies = body_source(s, bundle.device_id)

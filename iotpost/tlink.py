@@ -172,7 +172,8 @@ def _register(value: str) -> int:
         return 0
     if number != number or number in (float("inf"), float("-inf")):
         return 0
-    return max(-32768, min(32767, int(round(number * 10)))) & 0xFFFF
+    number = max(-3276.8, min(3276.7, number))  # clamp first: 1e308 * 10 would overflow to infinity
+    return int(round(number * 10)) & 0xFFFF
 
 
 def raw_frame(device_id: int, values: Sequence[str]) -> str:

@@ -22,7 +22,8 @@ from . import __version__
 from .argparser import ArgumentParser
 from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
 from .cli_common import (CommonSettings, TLSSettings, add_sending_arguments, add_tls_arguments, common_settings,
-                         is_spool_command, make_reporter, make_ssl_context, send_all, spool_report, tls_settings)
+                         is_spool_command, make_reporter, make_ssl_context, refuse_tls_flags_over_http, send_all,
+                         spool_report, tls_settings)
 from .cli_run import run
 from .console import protect_std_streams
 from .environment import Environment
@@ -279,8 +280,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     if warning:
         reporter.warn(warning)
     target = parse_target(s.url, "", allow_http=c.allow_http, names=TLINK.names)
-    if target.scheme != "https" and (s.tls.pins or s.tls.client_cert):
-        raise UsageError("--pin-sha256 and --client-cert need an https:// URL")
+    refuse_tls_flags_over_http(target, s.tls)
     ctx = None
     if target.scheme == "https":  # a bad CA file, client certificate or key fails here, before anything is sent
         key = s.tls.client_key if s.tls.client_cert is not None else None

@@ -10,6 +10,7 @@ here, so a line it could not store is refused with its line number and the other
 
 from __future__ import annotations
 
+import math
 import re
 from typing import IO, Any, Dict, Iterator, NamedTuple, Optional, Union
 
@@ -29,7 +30,25 @@ class TlinkLine(NamedTuple):
 
 
 def tlink_local_time(text: Any, where: str) -> str:
-    """A line's own ``time`` as TLINK's local ``YYYY-MM-DD HH:MM:SS``; raises InputDataError."""
+    """A line's own ``time`` as TLINK's local ``YYYY-MM-DD HH:MM:SS``; raises InputDataError.
+
+    Also refused: a time this machine cannot place on its clock (year 1, or 9999 in a zone
+    behind UTC), which would otherwise end the run with an OverflowError when it is sent.
+    """
+    stamp = _local_time(text, where)
+    from .tlink_stamps import epoch_of
+
+    try:
+        if not "1970" <= stamp[:4] <= "9998":  # the same on every machine, whatever its C library
+            raise ValueError(stamp)
+        epoch_of(stamp)
+    except (ValueError, OverflowError, OSError):
+        raise InputDataError("%s: time %r is out of the range this machine's clock can hold" % (where, stamp),
+                             hint=TIME_HINT) from None
+    return stamp
+
+
+def _local_time(text: Any, where: str) -> str:
     import datetime
 
     if not isinstance(text, str):
@@ -51,7 +70,11 @@ def tlink_local_time(text: Any, where: str) -> str:
     if moment.tzinfo is None:
         raise InputDataError("%s: time %r has no UTC offset, so its local time is unknown" % (where, text),
                              hint=TIME_HINT)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")  # the local zone, as TLINK stamps
+    try:
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")  # the local zone, as TLINK stamps
+    except (ValueError, OverflowError, OSError):
+        raise InputDataError("%s: time %r is out of the range this machine's clock can hold" % (where, text),
+                             hint=TIME_HINT) from None
 
 
 def _sensor_id(key: str, where: str) -> int:
@@ -87,6 +110,8 @@ def parse_reading_line(text: Union[str, bytes], where: str, line_no: int) -> Tli
         if value is None:
             values[sensor_id] = None
             continue
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999: not a reading TLINK can carry
+            raise InputDataError("%s: sensor %d's value is not a finite number" % (where, sensor_id))
         shown = value_text(value)
         problem = limit_problem("value", shown)
         if problem:

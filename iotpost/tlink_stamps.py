@@ -23,7 +23,7 @@ from .errors import InputDataError
 AHEAD_WINDOW_S = 60
 
 
-def _epoch(stamp: str) -> int:
+def epoch_of(stamp: str) -> int:
     import datetime
 
     return int(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").timestamp())  # local, as stamped
@@ -67,7 +67,7 @@ class PushTimes:
 
     def own(self, stamp: str, where: str) -> None:
         """Accept a reading's own time, or refuse it (65) when it repeats the previous push's."""
-        epoch = _epoch(stamp)
+        epoch = epoch_of(stamp)
 
         def choose(stored: Optional[int]) -> int:
             previous = self.last if self.last is not None else stored

@@ -142,6 +142,17 @@ class PinningEndToEndTests(unittest.TestCase):
                                    "sha256//" + LOCALHOST_PIN, self.twin.url + "/"], capture_output=True)
             self.assertEqual(curl.returncode, 0, curl.stderr)
 
+    def test_a_pin_or_client_certificate_on_plain_http_is_a_usage_error(self):
+        twin = start_test_twin(self, tls=False)
+        bundle = make_bundle(self.tmp / "http-bundle", twin=twin)
+        for args in (["--pin-sha256", LOCALHOST_PIN], ["--client-cert", str(CERTDATA / "client.pem"),
+                                                       "--client-key", str(CERTDATA / "client.key")]):
+            with self.subTest(args=args[0]):
+                proc = run_cli(SENDER, "--certs-dir", bundle, "--allow-http", *args)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn("need an https:// URL", proc.stderr)
+        self.assertEqual(twin.requests, [])
+
     def test_a_malformed_pin_is_a_usage_error(self):
         proc = self.send("--pin-sha256", "sha256//not-a-pin")
         self.assertEqual(proc.returncode, 2, proc.stderr)

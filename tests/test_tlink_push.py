@@ -89,6 +89,10 @@ class SensorTests(unittest.TestCase):
 
 
 class FrameTests(unittest.TestCase):
+    def test_huge_readings_saturate_the_register_instead_of_overflowing(self):
+        frame = raw_frame(7, ["1e308", "-1e308", "1.7e308"])
+        self.assertEqual(frame[6:18], "7FFF8000" + "7FFF")
+
     def test_raw_frame_stays_under_191_characters_for_any_sensor_count(self):
         for count in (0, 1, 12, 15, MAX_FRAME_REGISTERS, 200):
             frame = raw_frame(2 ** 63 - 1, ["123.4"] * count)
@@ -136,6 +140,16 @@ class DataLineTests(unittest.TestCase):
                 parse_reading_line(text, "f line 9", 9)
             self.assertIn("f line 9", cm.exception.message)
             self.assertIn(word, cm.exception.message)
+
+    def test_values_and_times_no_machine_can_hold_are_65_not_a_crash(self):
+        for text, word in (('{"5": 1e999}', "not a finite number"), ('{"5": -1e999}', "not a finite number"),
+                           ('{"5": 1, "time": "0001-01-01 00:00:00"}', "out of the range"),
+                           ('{"5": 1, "time": "9999-12-31T23:59:59-12:00"}', "out of the range")):
+            with self.subTest(text=text):
+                with self.assertRaises(InputDataError) as cm:
+                    parse_reading_line(text, "f line 4", 4)
+                self.assertIn("f line 4", cm.exception.message)
+                self.assertIn(word, cm.exception.message)
 
     def test_stream_goes_on_past_a_bad_line(self):
         stream = io.BytesIO(b'{"5": 1}\n\xff\xfe\n\n{"5": 2}\n')
