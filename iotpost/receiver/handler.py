@@ -7,6 +7,7 @@ clients: it must end in a blank line (a head cut short by EOF or by the server's
 is dropped unanswered and never recorded), stay within line, count and size limits (414/431),
 and say how long its body is in exactly one way (one Content-Length, or ``chunked`` alone:
 anything else is 400/501 and the connection is closed, so leftovers are never a second request).
+The body must then arrive within a deadline of its own (the server's ``head_timeout`` again).
 Every request is recorded in ``twin.requests`` before anything else happens to it, then the
 twin's ``FaultPlan`` may spoil the answer (POSTs only): answer instead of processing, or process
 and then lose the answer on the wire. The answer itself comes from ``routes.dispatch``; an
@@ -85,11 +86,17 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self) -> None:
         """Read, record, then answer (or fail to, on purpose) one request."""
         twin = self.server.twin
+        # The body gets a deadline of its own, as long as the head's: with per-read idle timeouts
+        # alone, a byte every few seconds would hold the connection (and its --max-connections
+        # slot) for ever. A cut body reads short, so it is dropped unrecorded, nothing stored.
+        twin.watch(self.connection, time.monotonic() + twin.head_timeout)
         try:
             body, early = self._read_body()
         except (OSError, _ClientGone):
             self.close_connection = True
             return
+        finally:
+            twin.unwatch(self.connection)
         if early is not None:
             self._answer_early(early)
             return
