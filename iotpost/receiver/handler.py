@@ -11,8 +11,9 @@ The body must then arrive within a deadline of its own (the server's ``head_time
 Every request is recorded in ``twin.requests`` before anything else happens to it, then the
 twin's ``FaultPlan`` may spoil the answer (POSTs only): answer instead of processing, or process
 and then lose the answer on the wire. The answer itself comes from ``routes.dispatch``; an
-exception there is answered with 500 and the connection carries on. Responses are rendered to
-bytes first and written in one go, so a fault can reset, truncate or dribble them afterwards.
+exception there is answered with 500 (``routes.server_error``: in the words of the route's
+platform) and the connection carries on. Responses are rendered to bytes first and written in
+one go, so a fault can reset, truncate or dribble them afterwards.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from urllib.parse import unquote, urlsplit
 
 from .. import __version__
 from .faults import FaultPlan, status_fault
-from .replies import PROCESSING_ERROR, Reply, error_reply
+from .replies import Reply, error_reply
 from .request_log import SeenRequest
-from .routes import dispatch
+from .routes import dispatch, server_error
 
 if TYPE_CHECKING:
     from .server import _TwinHTTPServer
@@ -113,7 +114,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             raise
         except Exception:  # the receiver survives its handlers: log, answer 500, keep serving
             twin.log("error handling %s %s:\n%s" % (self.command, self.path, traceback.format_exc()))
-            reply = Reply(500, PROCESSING_ERROR)
+            reply = server_error(self.path)
         if reply is not None:
             self._deliver(self._render(reply), fault)
 
@@ -304,7 +305,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
                 reply.body["retry_after"] = int(retry) if retry.isdigit() else retry
                 return reply
             if status == 500:
-                return Reply(500, dict(PROCESSING_ERROR))
+                return server_error(self.path)
             phrase = self.responses.get(status, ("Injected fault",))[0]
             return error_reply(status, "%s (injected fault)" % phrase, "INJECTED_FAULT")
         if fault == "error":
