@@ -155,6 +155,15 @@ class CountsTest(TlinkTwinTestCase):
             self.assertEqual(self.push(body)[1]["newReadings"], 1)
         self.assertEqual(self.twin.store.count_tlink_readings(), 4)
 
+    def test_infinite_flags_are_true_without_a_traceback(self):
+        body = json.dumps(tlink_push(sensorsDates=[dict(sensor(1), isAlarm="A", isLine="L")])).encode()
+        body = body.replace(b'"A"', b"1e999").replace(b'"L"', b"-1e999")  # JSON has no infinity but these
+        self.assertEqual(self.push(body), (200, {"status": "ok", "storedReadings": 1, "newReadings": 1}))
+        reading = self.get("/api/devices/2864/latest")[1]["sensors"][0]
+        self.assertEqual((reading["isAlarm"], reading["isLine"]), (True, True))  # bool() of a float, as there
+        self.assertEqual((reading["latest"]["isAlarm"], reading["latest"]["isLine"]), (True, True))
+        self.assertNotIn("Traceback", self.log.getvalue())
+
     def test_entries_without_a_sensor_id_are_skipped(self):
         answer = self.push(tlink_push(sensorsDates=[{"value": "1"}, sensor(1)]))[1]
         self.assertEqual((answer["storedReadings"], answer["newReadings"]), (1, 1))
