@@ -293,6 +293,59 @@ class SlowAndTruncatedClients(TwinTestCase):
         self.assertEqual(twin.requests, [])  # the cut head was not processed...
         self.assertNotIn("POST", log.getvalue())  # ...nor logged as a request
 
+    def test_slow_bodies_are_cut_at_their_deadline_and_free_the_cap(self):
+        log = io.StringIO()
+        twin = self.start_twin(tls=False, head_timeout=0.5, handler_timeout=3.0, max_connections=2,
+                               log_stream=log)
+        heads = [post_head(len(GOOD_BODY) * 4), post_head(None, "Transfer-Encoding: chunked")]
+        rest = [GOOD_BODY * 4, chunked(*[bytes([b]) for b in GOOD_BODY * 4])]
+        slow = [open_socket(twin.url, tls=False) for _ in heads]
+        for sock, head in zip(slow, heads):
+            self.addCleanup(sock.close)
+            sock.sendall(head)
+        self.assertTrue(wait_until(lambda: twin.open_connections == 2))
+        open_ones = list(slow)
+        deadline = time.monotonic() + 8.0  # a bound on the loop (the bodies take ~14 s), not a speed requirement
+        index = 0
+        while open_ones and time.monotonic() < deadline:
+            for sock, body in zip(slow, rest):  # a byte every 0.05 s: each read well within the idle timeout
+                if sock not in open_ones:
+                    continue
+                readable, _, _ = select.select([sock], [], [], 0)
+                try:
+                    if readable and read_to_close(sock) == b"":
+                        raise ConnectionResetError
+                    sock.sendall(body[index:index + 1])
+                except OSError:
+                    open_ones.remove(sock)
+            index += 1
+            time.sleep(0.05)
+        self.assertEqual(open_ones, [], "the twin left slow bodies connected")
+        self.assertGreaterEqual(twin.heads_cut, 2)
+        self.assertEqual(twin.requests, [])  # a cut body is neither recorded...
+        self.assertEqual(twin.store.count_telemetry(), 0)  # ...nor stored
+        self.assertNotIn("Traceback", log.getvalue())
+        self.assertTrue(wait_until(lambda: twin.open_connections == 0))  # the cap's slots are free again
+        raw = raw_exchange(twin, post_head(len(GOOD_BODY)) + GOOD_BODY)
+        self.assertEqual(statuses(raw), [200])
+        self.assertEqual(twin.store.count_telemetry(), 1)
+
+    def test_a_body_of_one_byte_chunks_costs_no_object_per_chunk(self):
+        import tracemalloc
+
+        twin = self.start_twin(tls=False)
+        body = json.dumps({"device_id": TEST_DEVICE_ID, "data": {"pad": "x" * 65536}}).encode()
+        request = post_head(None, "Transfer-Encoding: chunked") + chunked(*[bytes([b]) for b in body])
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        raw = raw_exchange(twin, request, timeout=30.0)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        self.assertEqual(statuses(raw), [200])
+        self.assertEqual(twin.requests[-1].body, body)
+        # A list of parts peaked near 100 bytes a chunk (6.5 MB here); one growing buffer, under 1 MB.
+        self.assertLess(peak, 32 * len(body), "peak %d bytes for a %d-byte body" % (peak, len(body)))
+
     def test_a_handshake_that_never_finishes_is_cut(self):
         twin = self.start_twin(head_timeout=0.5, handler_timeout=5.0)
         parts = urlsplit(twin.url)

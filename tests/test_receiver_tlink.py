@@ -155,6 +155,15 @@ class CountsTest(TlinkTwinTestCase):
             self.assertEqual(self.push(body)[1]["newReadings"], 1)
         self.assertEqual(self.twin.store.count_tlink_readings(), 4)
 
+    def test_infinite_flags_are_true_without_a_traceback(self):
+        body = json.dumps(tlink_push(sensorsDates=[dict(sensor(1), isAlarm="A", isLine="L")])).encode()
+        body = body.replace(b'"A"', b"1e999").replace(b'"L"', b"-1e999")  # JSON has no infinity but these
+        self.assertEqual(self.push(body), (200, {"status": "ok", "storedReadings": 1, "newReadings": 1}))
+        reading = self.get("/api/devices/2864/latest")[1]["sensors"][0]
+        self.assertEqual((reading["isAlarm"], reading["isLine"]), (True, True))  # bool() of a float, as there
+        self.assertEqual((reading["latest"]["isAlarm"], reading["latest"]["isLine"]), (True, True))
+        self.assertNotIn("Traceback", self.log.getvalue())
+
     def test_entries_without_a_sensor_id_are_skipped(self):
         answer = self.push(tlink_push(sensorsDates=[{"value": "1"}, sensor(1)]))[1]
         self.assertEqual((answer["storedReadings"], answer["newReadings"]), (1, 1))
@@ -216,6 +225,38 @@ class ReferenceReadApiTest(TlinkTwinTestCase):
             with self.subTest(path):
                 self.assertEqual(self.get(path)[0], status)
         self.assertEqual(self.get("/api/devices/1/latest")[1], {"error": "Device not found"})
+
+    def test_huge_ids_and_pages_are_404_or_clamped_without_a_traceback(self):
+        huge, endless = "9" * 20, "9" * 5000  # past sqlite's 64-bit integers; past int()'s digit limit (3.11+)
+        for path in ("/api/devices/%s/latest" % endless, "/api/devices/%s/history" % endless,
+                     "/api/devices/%d/latest" % (INT64_MAX + 1), "/api/devices/%s/history" % huge,
+                     "/api/devices/0/latest"):
+            with self.subTest(path[:40]):  # no positive signed 64-bit id: no such device, as the reference finds
+                self.assertEqual(self.get(path), (404, {"error": "Device not found"}))
+        for query, page, page_size, ids in (("page=" + huge, 10 ** 9, 20, []),
+                                            ("page=" + endless, 1, 20, [2864, 9]),
+                                            ("pageSize=" + huge, 1, 100, [2864, 9]),
+                                            ("pageSize=-" + huge, 1, 1, [9]),
+                                            ("deviceId=" + huge, 1, 20, []),
+                                            ("deviceId=" + endless, 1, 20, [2864, 9])):  # junk: every device
+            with self.subTest(query[:40]):
+                status, doc = self.get("/api/devices?" + query)
+                self.assertEqual(status, 200, doc)
+                self.assertEqual((doc["pagination"]["page"], doc["pagination"]["pageSize"]), (page, page_size))
+                self.assertEqual(sorted(d["deviceId"] for d in doc["devices"]), sorted(ids))
+        status, doc = self.get("/api/users/385/devices?page=" + endless)  # seed 001's read-back clamps too
+        self.assertEqual((status, doc["page"]), (200, 10 ** 9))
+        self.assertNotIn("Traceback", self.log.getvalue())
+
+    def test_a_failing_tlink_route_never_answers_in_tesaiot_words(self):
+        from iotpost.receiver import FaultPlan
+
+        for fault in ("error", "500"):
+            with self.subTest(fault):
+                self.twin.faults = FaultPlan.script([fault])
+                status, answer = self.push(tlink_push())
+                self.assertEqual((status, answer), (500, {"error": "Internal Server Error"}))
+        self.assertEqual(self.get("/api/devices/2864/latest")[0], 200)
 
     def test_answers_are_flask_json(self):
         self.conn.request("GET", "/api/devices/2864/latest")

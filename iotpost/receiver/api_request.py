@@ -88,9 +88,14 @@ def query_int(query: Query, name: str, default: int, low: int, high: int) -> int
     if not values:
         return default
     text = values[-1].strip()
-    if not re.match(r"^\d+$", text, re.ASCII) or int(text) < low:
+    if not re.match(r"^\d+$", text, re.ASCII):
         raise ValueError("%s must be an integer >= %d" % (name, low))
-    return min(int(text), high)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 18:  # beyond any limit; int() refuses 5,000 digits, sqlite 2 ** 63
+        return high
+    if int(digits) < low:
+        raise ValueError("%s must be an integer >= %d" % (name, low))
+    return min(int(digits), high)
 
 
 def query_text(query: Query, name: str) -> Optional[str]:

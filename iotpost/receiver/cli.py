@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body", type=_positive_int, default=1_048_576,
                         help="largest body accepted, chunked or not (bytes; more is 413, before 100 Continue)")
     parser.add_argument("--head-timeout", type=_seconds, default=20.0, metavar="SECONDS",
-                        help="the TLS handshake, and then each request's head, must be done in this time "
-                        "or the connection is closed (default 20)")
+                        help="the TLS handshake, and then each request's head and its body, must each be "
+                        "done in this time or the connection is closed (default 20)")
     parser.add_argument("--idle-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                         help="close a connection that sends nothing for this long (default 10)")
     parser.add_argument("--max-connections", type=_positive_int, default=512, metavar="N",

@@ -7,11 +7,13 @@ clients: it must end in a blank line (a head cut short by EOF or by the server's
 is dropped unanswered and never recorded), stay within line, count and size limits (414/431),
 and say how long its body is in exactly one way (one Content-Length, or ``chunked`` alone:
 anything else is 400/501 and the connection is closed, so leftovers are never a second request).
+The body must then arrive within a deadline of its own (the server's ``head_timeout`` again).
 Every request is recorded in ``twin.requests`` before anything else happens to it, then the
 twin's ``FaultPlan`` may spoil the answer (POSTs only): answer instead of processing, or process
 and then lose the answer on the wire. The answer itself comes from ``routes.dispatch``; an
-exception there is answered with 500 and the connection carries on. Responses are rendered to
-bytes first and written in one go, so a fault can reset, truncate or dribble them afterwards.
+exception there is answered with 500 (``routes.server_error``: in the words of the route's
+platform) and the connection carries on. Responses are rendered to bytes first and written in
+one go, so a fault can reset, truncate or dribble them afterwards.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from urllib.parse import unquote, urlsplit
 
 from .. import __version__
 from .faults import FaultPlan, status_fault
-from .replies import PROCESSING_ERROR, Reply, error_reply
+from .replies import Reply, error_reply
 from .request_log import SeenRequest
-from .routes import dispatch
+from .routes import dispatch, server_error
 
 if TYPE_CHECKING:
     from .server import _TwinHTTPServer
@@ -85,11 +87,17 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     def _serve(self) -> None:
         """Read, record, then answer (or fail to, on purpose) one request."""
         twin = self.server.twin
+        # The body gets a deadline of its own, as long as the head's: with per-read idle timeouts
+        # alone, a byte every few seconds would hold the connection (and its --max-connections
+        # slot) for ever. A cut body reads short, so it is dropped unrecorded, nothing stored.
+        twin.watch(self.connection, time.monotonic() + twin.head_timeout)
         try:
             body, early = self._read_body()
         except (OSError, _ClientGone):
             self.close_connection = True
             return
+        finally:
+            twin.unwatch(self.connection)
         if early is not None:
             self._answer_early(early)
             return
@@ -106,7 +114,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             raise
         except Exception:  # the receiver survives its handlers: log, answer 500, keep serving
             twin.log("error handling %s %s:\n%s" % (self.command, self.path, traceback.format_exc()))
-            reply = Reply(500, PROCESSING_ERROR)
+            reply = server_error(self.path)
         if reply is not None:
             self._deliver(self._render(reply), fault)
 
@@ -233,8 +241,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     def _read_chunked(self) -> Tuple[bytes, Optional[Reply]]:
         """A chunked body (RFC 9112 7.1): extensions ignored, trailers read and dropped, --max-body kept."""
         limit = self.server.twin.max_body
-        parts: List[bytes] = []
-        total = 0
+        body = bytearray()  # not a list of parts: a million 1-byte chunks would cost ~100 bytes each
         while True:
             line = self.rfile.readline(MAX_HEADER_LINE + 1)
             if len(line) > MAX_HEADER_LINE:
@@ -247,13 +254,12 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             size = int(size_text, 16)
             if size == 0:
                 break
-            total += size
-            if total > limit:
+            if len(body) + size > limit:
                 return b"", _close(413, "Payload too large", "PAYLOAD_TOO_LARGE")
             data = self.rfile.read(size)
             if len(data) < size:
                 raise _ClientGone()
-            parts.append(data)
+            body += data
             end = self.rfile.readline(3)
             if end not in _LINE_ENDS:
                 if len(end) < 3 and not end.endswith(b"\n"):
@@ -266,7 +272,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             if not trailer.endswith(b"\n"):
                 raise _ClientGone()
             if trailer in _LINE_ENDS:
-                return b"".join(parts), None
+                return bytes(body), None
         return b"", _close(431, "Too many trailer lines", "HEADERS_TOO_LARGE")
 
     def _record(self, body: bytes) -> None:
@@ -299,7 +305,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
                 reply.body["retry_after"] = int(retry) if retry.isdigit() else retry
                 return reply
             if status == 500:
-                return Reply(500, dict(PROCESSING_ERROR))
+                return server_error(self.path)
             phrase = self.responses.get(status, ("Injected fault",))[0]
             return error_reply(status, "%s (injected fault)" % phrase, "INJECTED_FAULT")
         if fault == "error":

@@ -15,6 +15,8 @@ Json = Dict[str, Any]
 
 PROCESSING_ERROR = {"error": "Failed to process telemetry data", "code": "PROCESSING_ERROR"}
 INVALID_API_KEY = {"error": "Invalid API key", "code": "INVALID_API_KEY"}
+# TLINK's reference is Flask: an unhandled error is its default 500 (an HTML page), said in JSON here.
+TLINK_SERVER_ERROR = {"error": "Internal Server Error"}
 
 
 class Reply(NamedTuple):

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import tesaiot_api, tlink_api
 from .api_request import ApiRequest, HeaderLookup
-from .replies import Reply, error_reply
+from .replies import PROCESSING_ERROR, TLINK_SERVER_ERROR, Reply, error_reply
 from .store import TelemetryStore
 
 RouteFunction = Callable[..., Reply]  # (ApiRequest, *path segments) -> Reply
@@ -83,3 +83,14 @@ def dispatch(
         reply = function(ApiRequest(store, headers, body, query, tlink_secret, log, client_cert), *args)
         return reply._replace(flask_json=True) if route.flask_json else reply
     return error_reply(404, "Not found", "NOT_FOUND")
+
+
+def server_error(target: str) -> Reply:
+    """The 500 for a failure (or an injected one) in the words of the platform whose route it is."""
+    path = urlsplit(target).path
+    for route in ROUTES:
+        if route.pattern.match(path):
+            if route.flask_json:
+                return Reply(500, dict(TLINK_SERVER_ERROR), flask_json=True)
+            break
+    return Reply(500, dict(PROCESSING_ERROR))

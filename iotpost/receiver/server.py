@@ -5,8 +5,8 @@ Usage: ``with start_twin(certfile=cert, keyfile=key, devices={dev: key}) as twin
 http.server's ThreadingHTTPServer (daemon threads) over the sqlite3 ``TelemetryStore``. TLS
 handshakes happen in each connection's own thread, so a slow or hostile client never blocks the
 accept loop; a failed handshake only increments ``tls_failures``. A slow client cannot hold a
-thread for long either: the handshake and each request head must each be done within
-``head_timeout`` (one watchdog thread cuts the socket), every read within ``handler_timeout``,
+thread for long either: the handshake, each request head and then its body must each be done
+within ``head_timeout`` (one watchdog thread cuts the socket), every read within ``handler_timeout``,
 and past ``max_connections`` open connections a new one is closed at once. What happens to each request is
 ``handler.TwinRequestHandler``'s business; which function answers it, ``routes``'. This module
 owns the listening socket, the connections and the twin's life cycle (go_down, come_back, stop).
@@ -150,7 +150,7 @@ class TwinServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         """``handler_timeout``: the longest wait for any one read (the idle timeout of a connection);
-        ``head_timeout``: the most a TLS handshake, and then each request head, may take in all."""
+        ``head_timeout``: the most a TLS handshake, and then each request head and each body, may take in all."""
         self.store = store
         self.host = host
         self.port = port
@@ -166,7 +166,7 @@ class TwinServer:
         self.tls_failure_reasons: List[str] = []
         self.connections_accepted = 0  # TCP connections, to check that a sender keeps one alive
         self.connections_refused = 0  # closed at once: max_connections were open
-        self.heads_cut = 0  # connections closed because a handshake or request head outran head_timeout
+        self.heads_cut = 0  # connections closed because a handshake, request head or body outran head_timeout
         self.open_connections = 0  # admitted and not yet finished (each holds one thread)
         self._deadlines: Dict[socket.socket, float] = {}
         self._watchdog: Optional[threading.Thread] = None
@@ -319,7 +319,7 @@ class TwinServer:
             self._idle.notify_all()
 
     def watch(self, sock: socket.socket, deadline: float) -> None:
-        """Cut ``sock`` if it is still watched at ``deadline`` (time.monotonic()): a head taking too long."""
+        """Cut ``sock`` if it is still watched at ``deadline`` (time.monotonic()): a head or body taking too long."""
         with self._lock:
             self._deadlines[sock] = deadline
 

@@ -29,6 +29,9 @@ from .replies import Reply, error_reply
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 DEFAULT_REFERENCE_HISTORY = 10
+MAX_PAGE = 10 ** 9  # so (page - 1) * pageSize stays a 64-bit sqlite OFFSET (a 20-digit page overflowed)
+MAX_DEVICE_ID = 2 ** 63 - 1  # the reference keeps ids as signed 64-bit integers
+_MAX_INT_TEXT = 4300  # int()'s digit limit (3.11+, 3.8.14+): longer text is junk on every version
 from .store import TelemetryStore
 from .tlink_store import ReferenceWouldFail, id_out, parse_tlink_time, validate_tlink_push
 
@@ -130,12 +133,24 @@ def get_history(request: ApiRequest, user_id: str, device_id: str) -> Reply:
 def _lenient_int(query: Query, name: str, default: Optional[int]) -> Optional[int]:
     """A query integer the way Flask's ``args.get(name, default, type=int)`` reads it: junk is the default."""
     text = query_text(query, name)
-    if text is None:
+    if text is None or len(text) > _MAX_INT_TEXT:
         return default
     try:
         return int(text)
     except ValueError:
         return default
+
+
+def _device_number(text: str) -> Optional[int]:
+    """A path's device id (digits) as a number the reference could hold, or None: no such device.
+
+    Checked before int(), which refuses 5,000 digits, and before sqlite, which refuses 2 ** 63.
+    """
+    digits = text.lstrip("0")
+    if not digits or len(digits) > len(str(MAX_DEVICE_ID)):
+        return None
+    number = int(digits)
+    return number if number <= MAX_DEVICE_ID else None
 
 
 def _lenient_time(query: Query, name: str) -> Optional[str]:
@@ -160,13 +175,14 @@ def get_reference_devices(request: ApiRequest) -> Reply:
     """GET /api/devices: the reference's paginated device list, each sensor with its newest readings.
 
     Lenient like the reference: a bad ``page``/``pageSize``/``historyLimit``/``deviceId`` is its
-    default (a bad ``deviceId`` lists every device), and a bad time is no filter.
+    default (a bad ``deviceId`` lists every device), a number out of range is clamped (a ``deviceId``
+    is compared as text, so a huge one finds nothing), and a bad time is no filter.
     """
     query = request.query
     missing = _owner_missing(query)
     if missing is not None:
         return missing
-    page = max(_lenient_int(query, "page", 1) or 1, 1)
+    page = min(max(_lenient_int(query, "page", 1) or 1, 1), MAX_PAGE)
     page_size = max(1, min(_lenient_int(query, "pageSize", DEFAULT_PAGE_SIZE) or DEFAULT_PAGE_SIZE,
                            MAX_PAGE_SIZE))
     history_limit = min(max(1, _lenient_int(query, "historyLimit", DEFAULT_REFERENCE_HISTORY)
@@ -185,7 +201,8 @@ def get_reference_latest(request: ApiRequest, device_id: str) -> Reply:
     missing = _owner_missing(request.query)
     if missing is not None:
         return missing
-    answer = request.store.tlink_device_latest(int(device_id))
+    number = _device_number(device_id)
+    answer = None if number is None else request.store.tlink_device_latest(number)
     return error_reply(404, "Device not found") if answer is None else Reply(200, answer)
 
 
@@ -194,5 +211,6 @@ def get_reference_history(request: ApiRequest, device_id: str) -> Reply:
     missing = _owner_missing(request.query)
     if missing is not None:
         return missing
-    answer = request.store.tlink_device_sync_history(int(device_id))
+    number = _device_number(device_id)
+    answer = None if number is None else request.store.tlink_device_sync_history(number)
     return error_reply(404, "Device not found") if answer is None else Reply(200, answer)

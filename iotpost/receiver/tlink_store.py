@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import sqlite3
 import threading
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
@@ -144,6 +145,8 @@ def interpret_bool(value: Any) -> Optional[bool]:
     """A TLINK flag ("0"/"1", 0/1, "true"...) as the reference reads it into a TINYINT."""
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return bool(value)  # JSON's 1e999 is inf, which int() refuses; Python's bool() of it is True
     if isinstance(value, (int, float)):
         return bool(int(value))
     if isinstance(value, str):
