@@ -224,7 +224,7 @@ def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path],
                      environ: Optional[Mapping[str, str]] = None) -> "ssl.SSLContext":
     """The verifying client context with the client certificate and pins; a bad file fails here, before
     anything is sent. With --verbose, each handshake prints the server key's pin (curl's form)."""
-    from .console import write_safely
+    from .output import write_line
     from .tlsctx import build_ssl_context
 
     password = None
@@ -240,8 +240,7 @@ def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path],
         def show(pin: str, version: str) -> None:
             line = "* %s; server public key pin: sha256//%s%s" % (
                 version, pin, " (matches --pin-sha256)" if t.pins else "")
-            write_safely(reporter.stderr, reporter.redact(line) + "\n")
-            reporter.stderr.flush()
+            write_line(reporter.stderr, reporter.redact(line) + "\n")  # a closed pipe must not fail the send
 
         ctx.on_connect = show
     return ctx

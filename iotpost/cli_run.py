@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 
 from .errors import Interrupted, IotPostError
 from .exitcodes import ExitStatus
-from .output import Redactor
+from .output import Redactor, write_line
 
 
 def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -39,7 +39,7 @@ def _stderr_writer(redact: Redactor, timestamps: bool) -> Callable[[str], None]:
             from .output import local_iso
 
             line = "%s %s" % (local_iso(time.time()), line)
-        sys.stderr.write(redact(line) + "\n")
+        write_line(sys.stderr, redact(line) + "\n")  # a closed stderr must not turn 75 into a traceback
 
     return say
 
@@ -70,7 +70,7 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
         if debug:
             import traceback
 
-            sys.stderr.write(Redactor(secrets)(traceback.format_exc()))
+            write_line(sys.stderr, Redactor(secrets)(traceback.format_exc()))
         return int(exc.exit_code)
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -79,7 +79,7 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
         if debug:
             import traceback
 
-            sys.stderr.write(redact(traceback.format_exc()))
+            write_line(sys.stderr, redact(traceback.format_exc()))
         say("%s: error: internal error: %s: %s" % (prog, exc.__class__.__name__, exc))
         if not debug:
             say("%s: hint: run again with --debug for the traceback, and report it" % prog)
