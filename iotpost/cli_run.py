@@ -3,7 +3,7 @@
 Usage: ``sys.exit(run(main_body, argv, prog="post_https_sample.py"))``
 
 Known errors (IotPostError) become ``prog: error: message`` plus a ``prog: hint:`` line and their
-exit code; SIGINT/SIGTERM become 130/143; anything else is a bug: exit 1 with a one-line message,
+exit code; SIGINT/SIGTERM (Windows: SIGBREAK) become 130/143; anything else is a bug: exit 1 with a one-line message,
 and the traceback only with --debug.
 """
 
@@ -23,10 +23,16 @@ def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signatur
 
 
 def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise Interrupted, so blocking sleeps and sockets return at once."""
+    """SIGINT, SIGTERM and Windows' Ctrl+Break (SIGBREAK) raise Interrupted, so blocking sleeps and
+    sockets return at once.
+
+    Windows delivers no SIGTERM from another process (TerminateProcess kills without running any
+    handler); Ctrl+Break in the console is how to stop a run there with the summary printed.
+    """
     signal.signal(signal.SIGINT, _raise_interrupted)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupted)
 
 
 def _stderr_writer(redact: Redactor, timestamps: bool) -> Callable[[str], None]:

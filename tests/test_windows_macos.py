@@ -12,6 +12,7 @@ import errno
 import io
 import signal
 import unittest
+from unittest import mock
 
 from iotpost import tesaiot_cli
 from iotpost.cli_run import run
@@ -84,6 +85,107 @@ class ClosedPipeOnWindows(SenderTestCase):
 
         with self.assertRaises(OSError):
             write_line(Full(), "x\n")
+
+
+class FakeKernel32:
+    """The three kernel32 calls the spool's Windows probe makes, answering as told."""
+
+    def __init__(self, handle: int = 0x1F4, exit_code: int = 259, query_ok: bool = True) -> None:
+        self.handle, self.exit_code, self.query_ok = handle, exit_code, query_ok
+        self.opened: list = []
+        self.closed: list = []
+
+    def OpenProcess(self, access, inherit, pid):  # noqa: N802 - the Windows API's name
+        self.opened.append((access, inherit, pid))
+        return self.handle
+
+    def GetExitCodeProcess(self, handle, code_ref):  # noqa: N802
+        code_ref._obj.value = self.exit_code
+        return self.query_ok
+
+    def CloseHandle(self, handle):  # noqa: N802
+        self.closed.append(handle)
+        return True
+
+
+class ProcessLivenessOnWindows(unittest.TestCase):
+    """The decision logic of the Windows probe; the ctypes calls themselves cannot run here."""
+
+    def probe(self, kernel32, last_error=lambda: 0):
+        from iotpost.spool import _windows_process_alive
+
+        return _windows_process_alive(4242, kernel32=kernel32, last_error=last_error)
+
+    def test_a_running_process_is_alive_and_its_handle_closed(self):
+        k = FakeKernel32(exit_code=259)
+        self.assertTrue(self.probe(k))
+        self.assertEqual(k.opened, [(0x1000, False, 4242)])  # PROCESS_QUERY_LIMITED_INFORMATION
+        self.assertEqual(k.closed, [0x1F4])
+
+    def test_an_exited_process_whose_pid_is_still_held_is_dead(self):
+        k = FakeKernel32(exit_code=1)
+        self.assertFalse(self.probe(k))
+        self.assertEqual(k.closed, [0x1F4])
+
+    def test_no_such_process_is_dead(self):
+        self.assertFalse(self.probe(FakeKernel32(handle=0), last_error=lambda: 87))  # ERROR_INVALID_PARAMETER
+
+    def test_access_denied_means_alive(self):
+        self.assertTrue(self.probe(FakeKernel32(handle=0), last_error=lambda: 5))  # ERROR_ACCESS_DENIED
+
+    def test_an_unanswered_exit_code_query_counts_as_alive(self):
+        k = FakeKernel32(query_ok=False)
+        self.assertTrue(self.probe(k))
+        self.assertEqual(k.closed, [0x1F4])
+
+    def test_process_alive_asks_the_windows_probe_and_never_os_kill_on_windows(self):
+        from iotpost import spool
+
+        asked = []
+        with mock.patch.object(spool.os, "name", "nt"), \
+                mock.patch.object(spool, "_windows_process_alive", lambda pid: asked.append(pid) or False), \
+                mock.patch.object(spool.os, "kill", side_effect=AssertionError("os.kill terminates on Windows")):
+            self.assertFalse(spool._process_alive(4242))
+        self.assertEqual(asked, [4242])
+
+    def test_a_killed_runs_claim_is_taken_back_at_once_on_windows(self):
+        import socket
+        import tempfile
+        from pathlib import Path
+
+        from iotpost import spool
+
+        folder = Path(tempfile.mkdtemp(prefix="iotpost-win-"))
+        self.addCleanup(__import__("shutil").rmtree, str(folder), True)
+        path = folder / "spool.sqlite3"
+        crashed = spool.SqliteSpool(path)
+        self.addCleanup(crashed.close)
+        crashed.owner = "%s:%d:dead" % (socket.gethostname(), 4242)
+        crashed.put("tesaiot", b"{}", "key-1", 100.0)
+        self.assertEqual(crashed.claim("tesaiot", 100.0).key, "key-1")  # lease 600 s: far from expired
+        nxt = spool.SqliteSpool(path)
+        self.addCleanup(nxt.close)
+        with mock.patch.object(spool.os, "name", "nt"), \
+                mock.patch.object(spool, "_windows_process_alive", lambda pid: pid != 4242):
+            taken = nxt.claim("tesaiot", 101.0)
+        self.assertIsNotNone(taken, "the killed run's claim was kept until its lease ran out")
+        self.assertEqual(taken.key, "key-1")
+
+
+class CtrlBreak(unittest.TestCase):
+    def test_sigbreak_is_handled_like_sigterm_where_signal_has_it(self):
+        from iotpost import cli_run
+        from iotpost.errors import Interrupted
+
+        installed = {}
+        with mock.patch.object(cli_run.signal, "SIGBREAK", 21, create=True), \
+                mock.patch.object(cli_run.signal, "signal", lambda num, handler: installed.__setitem__(num, handler)):
+            cli_run.install_signal_handlers()
+            self.assertIn(21, installed)
+            with self.assertRaises(Interrupted) as caught:
+                installed[21](21, None)
+        self.assertEqual(caught.exception.exit_code, 143)
+        self.assertEqual(caught.exception.message, "interrupted by SIGBREAK")
 
 
 if __name__ == "__main__":
