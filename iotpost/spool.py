@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
@@ -258,6 +259,10 @@ class SqliteSpool:
             make_private(self.path, _PRIVATE_SIDE_FILES)
             # FULL: a committed payload is on disk before the first send attempt.
             db.execute("PRAGMA synchronous = FULL")
+            if sys.platform == "darwin":
+                # macOS fsync() leaves the data in the drive's cache, lost on power loss;
+                # F_FULLFSYNC (this pragma, which covers WAL checkpoints too) reaches the medium.
+                db.execute("PRAGMA fullfsync = ON")
             if max_pages:
                 db.execute("PRAGMA max_page_count = %d" % int(max_pages))
             # Reading first: opening a current spool on a full disk must not need to write, and a

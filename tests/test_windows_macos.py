@@ -11,6 +11,7 @@ import contextlib
 import errno
 import io
 import signal
+import sys
 import unittest
 from unittest import mock
 
@@ -170,6 +171,30 @@ class ProcessLivenessOnWindows(unittest.TestCase):
             taken = nxt.claim("tesaiot", 101.0)
         self.assertIsNotNone(taken, "the killed run's claim was kept until its lease ran out")
         self.assertEqual(taken.key, "key-1")
+
+
+class FullFsyncOnMacOS(unittest.TestCase):
+    """The spool's connection itself, read back through SQLite (which takes the pragma on Linux too)."""
+
+    def fullfsync(self, platform: str) -> int:
+        import tempfile
+        from pathlib import Path
+
+        from iotpost import spool
+
+        folder = Path(tempfile.mkdtemp(prefix="iotpost-mac-"))
+        self.addCleanup(__import__("shutil").rmtree, str(folder), True)
+        with mock.patch.object(sys, "platform", platform):
+            opened = spool.SqliteSpool(folder / "spool.sqlite3")
+        self.addCleanup(opened.close)
+        (value,) = opened._db.execute("PRAGMA fullfsync").fetchone()
+        return value
+
+    def test_on_macos_the_spool_turns_fullfsync_on(self):
+        self.assertEqual(self.fullfsync("darwin"), 1)
+
+    def test_elsewhere_it_stays_off(self):
+        self.assertEqual(self.fullfsync("linux"), 0)
 
 
 class CtrlBreak(unittest.TestCase):
