@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import os
 import signal
 import sys
 import unittest
+from pathlib import Path
 from unittest import mock
 
 from iotpost import tesaiot_cli
@@ -195,6 +197,68 @@ class FullFsyncOnMacOS(unittest.TestCase):
 
     def test_elsewhere_it_stays_off(self):
         self.assertEqual(self.fullfsync("linux"), 0)
+
+
+class TildeInPaths(SenderTestCase):
+    """cmd and PowerShell pass ``~`` through unexpanded; so does a quoted or --flag=~ value in any shell."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        clear_proxy_env(self)
+        self.home = self.tmp / "home"
+        self.home.mkdir()
+        patcher = mock.patch.dict(os.environ, {"HOME": str(self.home), "USERPROFILE": str(self.home)})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_every_tesaiot_path_flag_expands_the_home_folder(self):
+        s = tesaiot_cli.settings_from_args([
+            "--certs-dir", "~/bundle", "--ca-file", "~/ca.pem", "--data-file", "~/data.jsonl",
+            "--spool=~/spool.sqlite3", "--client-cert", "~/c.pem", "--client-key", "~/k.pem",
+            "--client-key-password-file", "~/pw.txt"])
+        self.assertEqual(s.certs_dir, self.home / "bundle")
+        self.assertEqual(s.ca_file, self.home / "ca.pem")
+        self.assertEqual(Path(s.data_file), self.home / "data.jsonl")
+        self.assertEqual(s.common.spool, self.home / "spool.sqlite3")
+        self.assertEqual(s.tls.client_cert, self.home / "c.pem")
+        self.assertEqual(s.tls.client_key, self.home / "k.pem")
+        self.assertEqual(s.tls.client_key_password_file, self.home / "pw.txt")
+
+    def test_every_tlink_path_flag_expands_the_home_folder_and_dash_stays_stdin(self):
+        from iotpost import tlink_cli
+
+        s = tlink_cli.settings_from_args(["--ca-file", "~/ca.pem", "--secret-file", "~/secret.txt",
+                                          "--replay", "~/pushes.jsonl"], environ={})
+        self.assertEqual(s.ca_file, self.home / "ca.pem")
+        self.assertEqual(s.secret_file, self.home / "secret.txt")
+        self.assertEqual(Path(s.replay), self.home / "pushes.jsonl")
+        s = tlink_cli.settings_from_args(["--data-file", "~/r.jsonl"], environ={})
+        self.assertEqual(Path(s.data_file), self.home / "r.jsonl")
+        self.assertEqual(tlink_cli.settings_from_args(["--data-file", "-"], environ={}).data_file, "-")
+        self.assertEqual(tesaiot_cli.settings_from_args(["--data-file", "-"]).data_file, "-")
+
+    def test_path_environment_variables_expand_the_home_folder(self):
+        from iotpost import tlink_cli
+        from iotpost.bundle import default_certs_dir
+
+        environ = {"TESAIOT_CERTS_DIR": "~/bundle", "IOTPOST_SPOOL": "~/spool.sqlite3"}
+        self.assertEqual(default_certs_dir(Path("/opt/iotpost"), environ), self.home / "bundle")
+        s = tlink_cli.settings_from_args([], environ=environ)
+        self.assertEqual(s.common.spool, self.home / "spool.sqlite3")
+        self.assertEqual(s.ca_file, self.home / "bundle" / "ca-chain.pem")
+
+    def test_a_send_with_tilde_paths_delivers(self):
+        twin = self.twin()
+        self.bundle(twin, name="home/bundle")
+        (self.home / "data.jsonl").write_text('{"t": 1}\n{"t": 2}\n', encoding="utf-8")
+        out, err = io.StringIO(), io.StringIO()
+        env = Environment(stdin=io.StringIO(""), stdout=out, stderr=err)
+        code = tesaiot_cli._main(["--certs-dir", "~/bundle", "--data-file", "~/data.jsonl",
+                                  "--spool", "~/spool.sqlite3"], [], env=env)
+        self.assertEqual(code, 0, err.getvalue())
+        self.assertEqual(twin.store.count_telemetry(DEVICE), 2)
+        self.assertTrue((self.home / "spool.sqlite3").exists())
+        self.assertFalse(Path("~").exists())
 
 
 class CtrlBreak(unittest.TestCase):
