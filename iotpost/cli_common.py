@@ -296,6 +296,10 @@ def is_spool_command(s: CommonSettings) -> bool:
 
 
 def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[str]) -> Reporter:
+    if s.output == "json":
+        from .console import lf_line_endings
+
+        lf_line_endings(env.stdout)  # JSON Lines end in \n on Windows too, not the console's \r\n
     return Reporter(prog, env.stdout, env.stderr, mode=s.output, verbose=s.verbose, secrets=secrets,
                     timestamps=s.timestamps, clock=env.wall)
 

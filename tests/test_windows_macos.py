@@ -261,6 +261,78 @@ class TildeInPaths(SenderTestCase):
         self.assertFalse(Path("~").exists())
 
 
+class PowerShellEncodings(SenderTestCase):
+    """Windows PowerShell 5.1's ``>`` writes UTF-16 with a BOM; Notepad may add a UTF-8 BOM."""
+
+    LINES = '{"temperature": 21.5, "unit": "\u00b0C"}\r\n{"temperature": 22.0, "unit": "\u00b0C"}\r\n'
+
+    def setUp(self) -> None:
+        super().setUp()
+        clear_proxy_env(self)
+
+    def send_in_process(self, *argv: str, stdin=None):
+        out, err = io.StringIO(), io.StringIO()
+        env = Environment(stdin=stdin or io.StringIO(""), stdout=out, stderr=err)
+        return tesaiot_cli._main(list(argv), [], env=env), err.getvalue()
+
+    def stored_units(self, twin):
+        return sorted(row.data["unit"] for row in twin.store.all_telemetry(DEVICE))
+
+    def test_data_files_in_utf16_le_be_and_utf8_with_or_without_bom_all_deliver(self):
+        for encoding, bom in (("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
+                              ("utf-8", b"\xef\xbb\xbf"), ("utf-8", b"")):
+            with self.subTest(encoding=encoding, bom=bom):
+                twin = self.twin()
+                path = self.tmp / ("data-%s-%d.jsonl" % (encoding, len(bom)))
+                path.write_bytes(bom + self.LINES.encode(encoding))
+                code, err = self.send_in_process("--certs-dir", str(self.bundle(twin)), "--data-file", str(path))
+                self.assertEqual(code, 0, err)
+                self.assertEqual(self.stored_units(twin), ["\u00b0C", "\u00b0C"])
+
+    def test_a_file_in_another_encoding_is_named_as_not_utf8_or_utf16(self):
+        from iotpost.data_input import load_data_file
+        from iotpost.errors import InputDataError
+
+        path = self.tmp / "cp874.jsonl"
+        path.write_bytes('{"unit": "\u00b0C", "t": 1}\n'.encode("latin-1"))
+        with self.assertRaises(InputDataError) as caught:
+            load_data_file(str(path))
+        self.assertIn("is not UTF-8 or UTF-16 text", caught.exception.message)
+        self.assertEqual(caught.exception.exit_code, 65)
+
+    def test_a_utf16_stream_on_stdin_is_read_line_by_line(self):
+        twin = self.twin()
+        raw = io.BufferedReader(io.BytesIO(b"\xff\xfe" + self.LINES.encode("utf-16-le")))
+        stdin = io.TextIOWrapper(raw, encoding="utf-8")
+        code, err = self.send_in_process("--certs-dir", str(self.bundle(twin)), "--data-file", "-", stdin=stdin)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.stored_units(twin), ["\u00b0C", "\u00b0C"])
+
+    def test_tlink_readings_and_replays_in_utf16_are_read(self):
+        from iotpost.data_input import read_lines
+        from iotpost.tlink import load_replay
+
+        pushes = load_replay(b"\xff\xfe" + '{"deviceId": 1, "unit": "\u00b0C"}\r\n'.encode("utf-16-le"), "r.jsonl")
+        self.assertEqual(pushes, ['{"deviceId": 1, "unit": "\u00b0C"}'.encode("utf-8")])
+        stream = io.BufferedReader(io.BytesIO(b"\xfe\xff" + '{"a": 1}\n\n{"b": 2}\n'.encode("utf-16-be")))
+        got = list(read_lines(stream, "<stdin>", lambda line, where, no: (no, line.strip())))
+        self.assertEqual(got, [(1, '{"a": 1}'), (3, '{"b": 2}')])
+
+    def test_json_lines_end_in_lf_even_where_the_console_translates_to_crlf(self):
+        twin = self.twin()
+        raw = io.BytesIO()
+        windows_stdout = io.TextIOWrapper(raw, encoding="utf-8", newline="\r\n")  # as sys.stdout on Windows
+        env = Environment(stdin=io.StringIO(""), stdout=windows_stdout, stderr=io.StringIO())
+        code = tesaiot_cli._main(["--certs-dir", str(self.bundle(twin)), "--json", "--count", "2",
+                                  "--interval", "0"], [], env=env)
+        windows_stdout.flush()
+        self.assertEqual(code, 0)
+        written = raw.getvalue()
+        self.assertNotIn(b"\r", written)
+        self.assertEqual(len(written.splitlines()), 3)  # two sends and the summary
+        self.assertTrue(written.endswith(b"\n"))
+
+
 class CtrlBreak(unittest.TestCase):
     def test_sigbreak_is_handled_like_sigterm_where_signal_has_it(self):
         from iotpost import cli_run
