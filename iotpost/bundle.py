@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError, CredentialMissing
+from .user_paths import user_path
 
 DEVICE_ID_FILE = "device_id.txt"
 API_KEY_FILE = "api_key.txt"
@@ -53,7 +54,7 @@ def default_certs_dir(script_dir: Path, environ: Optional[dict] = None) -> Path:
     """The bundle folder: $TESAIOT_CERTS_DIR if set, else certs_credentials/ beside the script."""
     env = os.environ if environ is None else environ
     configured = env.get(CERTS_DIR_ENV, "").strip()
-    return Path(configured) if configured else script_dir / "certs_credentials"
+    return user_path(configured) if configured else script_dir / "certs_credentials"
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -24,6 +24,7 @@ from .payloads import new_idempotency_key
 from .profiles import USER_AGENT, Credentials, Profile
 from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
 from .target import Target
+from .user_paths import user_path
 
 SPOOL_ENV = "IOTPOST_SPOOL"
 # A payload the platform fails (5xx) in this many runs in which it accepted others is a dead letter.
@@ -115,7 +116,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--retry-backoff", type=_seconds(0, 3600), default=0.5, metavar="SECONDS",
                    help="first backoff between retries, doubled each time with jitter, at most 30 s "
                    "(default: 0.5); a server's Retry-After wins")
-    r.add_argument("--spool", type=Path, default=None, metavar="PATH",
+    r.add_argument("--spool", type=user_path, default=None, metavar="PATH",
                    help="keep payloads in this SQLite file until the platform has them "
                    "(env %s)" % SPOOL_ENV)
     r.add_argument("--spool-max", type=_whole(1), default=None, metavar="N",
@@ -175,13 +176,13 @@ def add_tls_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> N
     from .tlsctx import CLIENT_KEY_PASSWORD_ENV
 
     t = parser.add_argument_group("TLS (the server is always verified against the CA)")
-    t.add_argument("--client-cert", type=Path, default=None, metavar="PEM",
+    t.add_argument("--client-cert", type=user_path, default=None, metavar="PEM",
                    help="present this client certificate (mTLS)%s" % (
                        " (default: the bundle's client_cert.pem, if there is one)" if bundle else ""))
-    t.add_argument("--client-key", type=Path, default=None, metavar="PEM",
+    t.add_argument("--client-key", type=user_path, default=None, metavar="PEM",
                    help="the client certificate's private key%s" % (
                        " (default: the bundle's client_key.pem)" if bundle else ""))
-    t.add_argument("--client-key-password-file", type=Path, default=None, metavar="PATH",
+    t.add_argument("--client-key-password-file", type=user_path, default=None, metavar="PATH",
                    help="file holding the password of an encrypted client key (or set %s; never a flag)"
                    % CLIENT_KEY_PASSWORD_ENV)
     t.add_argument("--pin-sha256", type=_pins, action="append", default=None, metavar="BASE64",
@@ -224,7 +225,7 @@ def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path],
                      environ: Optional[Mapping[str, str]] = None) -> "ssl.SSLContext":
     """The verifying client context with the client certificate and pins; a bad file fails here, before
     anything is sent. With --verbose, each handshake prints the server key's pin (curl's form)."""
-    from .console import write_safely
+    from .output import write_line
     from .tlsctx import build_ssl_context
 
     password = None
@@ -240,8 +241,7 @@ def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path],
         def show(pin: str, version: str) -> None:
             line = "* %s; server public key pin: sha256//%s%s" % (
                 version, pin, " (matches --pin-sha256)" if t.pins else "")
-            write_safely(reporter.stderr, reporter.redact(line) + "\n")
-            reporter.stderr.flush()
+            write_line(reporter.stderr, reporter.redact(line) + "\n")  # a closed pipe must not fail the send
 
         ctx.on_connect = show
     return ctx
@@ -251,7 +251,7 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
     env = os.environ if environ is None else environ
     spool = ns.spool
     if spool is None and env.get(SPOOL_ENV, "").strip():
-        spool = Path(env[SPOOL_ENV].strip())
+        spool = user_path(env[SPOOL_ENV].strip())
     if ns.quiet and ns.verbose:
         raise UsageError("--quiet and --verbose cannot be used together")
     spool_only = (ns.flush_spool or ns.spool_status or ns.dead_letters or ns.spool_max
@@ -296,6 +296,10 @@ def is_spool_command(s: CommonSettings) -> bool:
 
 
 def make_reporter(prog: str, s: CommonSettings, env: Environment, secrets: List[str]) -> Reporter:
+    if s.output == "json":
+        from .console import lf_line_endings
+
+        lf_line_endings(env.stdout)  # JSON Lines end in \n on Windows too, not the console's \r\n
     return Reporter(prog, env.stdout, env.stderr, mode=s.output, verbose=s.verbose, secrets=secrets,
                     timestamps=s.timestamps, clock=env.wall)
 

@@ -3,7 +3,7 @@
 Usage: ``sys.exit(run(main_body, argv, prog="post_https_sample.py"))``
 
 Known errors (IotPostError) become ``prog: error: message`` plus a ``prog: hint:`` line and their
-exit code; SIGINT/SIGTERM become 130/143; anything else is a bug: exit 1 with a one-line message,
+exit code; SIGINT/SIGTERM (Windows: SIGBREAK) become 130/143; anything else is a bug: exit 1 with a one-line message,
 and the traceback only with --debug.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 
 from .errors import Interrupted, IotPostError
 from .exitcodes import ExitStatus
-from .output import Redactor
+from .output import Redactor, write_line
 
 
 def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -23,10 +23,16 @@ def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signatur
 
 
 def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise Interrupted, so blocking sleeps and sockets return at once."""
+    """SIGINT, SIGTERM and Windows' Ctrl+Break (SIGBREAK) raise Interrupted, so blocking sleeps and
+    sockets return at once.
+
+    Windows delivers no SIGTERM from another process (TerminateProcess kills without running any
+    handler); Ctrl+Break in the console is how to stop a run there with the summary printed.
+    """
     signal.signal(signal.SIGINT, _raise_interrupted)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupted)
 
 
 def _stderr_writer(redact: Redactor, timestamps: bool) -> Callable[[str], None]:
@@ -39,7 +45,7 @@ def _stderr_writer(redact: Redactor, timestamps: bool) -> Callable[[str], None]:
             from .output import local_iso
 
             line = "%s %s" % (local_iso(time.time()), line)
-        sys.stderr.write(redact(line) + "\n")
+        write_line(sys.stderr, redact(line) + "\n")  # a closed stderr must not turn 75 into a traceback
 
     return say
 
@@ -70,7 +76,7 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
         if debug:
             import traceback
 
-            sys.stderr.write(Redactor(secrets)(traceback.format_exc()))
+            write_line(sys.stderr, Redactor(secrets)(traceback.format_exc()))
         return int(exc.exit_code)
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -79,7 +85,7 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
         if debug:
             import traceback
 
-            sys.stderr.write(redact(traceback.format_exc()))
+            write_line(sys.stderr, redact(traceback.format_exc()))
         say("%s: error: internal error: %s: %s" % (prog, exc.__class__.__name__, exc))
         if not debug:
             say("%s: hint: run again with --debug for the traceback, and report it" % prog)

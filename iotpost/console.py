@@ -31,3 +31,14 @@ def protect_std_streams() -> None:
             reconfigure(errors="backslashreplace")
         except (ValueError, OSError):  # detached or closed: nothing to write to anyway
             pass
+
+
+def lf_line_endings(stream: IO[str]) -> None:
+    r"""Write "\n" as it is: Windows' sys.stdout turns it into "\r\n", which JSON Lines readers need not expect."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is None:  # not a TextIOWrapper: it writes what it is given
+        return
+    try:
+        reconfigure(newline="\n")
+    except (ValueError, OSError):  # detached or closed: nothing to write to anyway
+        pass

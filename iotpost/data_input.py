@@ -74,8 +74,45 @@ def decode_json(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # LE, BE: what PowerShell 5.1's ``>`` and Out-File write
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """A whole file's text: UTF-8 with or without a BOM, or UTF-16 (LE or BE) with its BOM.
+
+    Windows PowerShell 5.1 writes UTF-16 with ``>``; Notepad may add a UTF-8 BOM. Anything else
+    is refused naming the encodings we read, rather than guessed.
+    """
+    encoding = "utf-16" if data[:2] in _UTF16_BOMS else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise InputDataError("%s is not UTF-8 or UTF-16 text (%s at byte %d)" % (name, exc.reason, exc.start),
+                             hint="save it as UTF-8 (PowerShell: Out-File -Encoding utf8)") from None
+
+
+def utf16_aware(stream: IO) -> IO:
+    """A byte stream that starts with a UTF-16 BOM, as text; any other stream as it is.
+
+    Splitting UTF-16 bytes at b"\n" would cut every character in half, so such a stream is read
+    as text. Only a stream that can peek (a file, ``sys.stdin.buffer``) is looked at: peeking
+    consumes nothing.
+    """
+    peek = getattr(stream, "peek", None)
+    if peek is None:
+        return stream
+    if bytes(peek(2)[:2]) in _UTF16_BOMS:
+        import io
+
+        return io.TextIOWrapper(stream, encoding="utf-16", newline=None)
+    return stream
+
+
 def decode_line(text: Union[str, bytes], where: str, line_no: int) -> Any:
-    """One JSON Lines line as a value: UTF-8 (a BOM allowed on line 1), then JSON; errors name ``where``."""
+    """One JSON Lines line as a value: UTF-8 (a BOM allowed on line 1), then JSON; errors name ``where``.
+
+    A UTF-16 stream never gets here as bytes: ``utf16_aware`` has made it text.
+    """
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig" if line_no == 1 else "utf-8")
@@ -108,9 +145,14 @@ def read_json_lines(stream: IO, name: str) -> Iterator[Union[DataItem, InputData
 
 def read_lines(stream: IO, name: str, parse: Callable[[Any, str, int], T]) -> Iterator[Union[T, InputDataError]]:
     """Each non-blank line as it arrives, through ``parse(line, "NAME line N", N)``; a bad line yields its error."""
+    stream = utf16_aware(stream)
     line_no = 0
     while True:
-        line = stream.readline()
+        try:
+            line = stream.readline()
+        except UnicodeDecodeError as exc:  # a UTF-16 stream with broken bytes: nothing after can be read
+            yield InputDataError("%s line %d is not UTF-16 text (%s)" % (name, line_no + 1, exc.reason))
+            return
         if not line:
             return
         line_no += 1
@@ -128,12 +170,13 @@ def load_data_file(path: str) -> Tuple[List[DataItem], bool]:
     A regular file is checked completely before the first send, so a bad line sends nothing.
     """
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         raise InputDataError("data file %s does not exist" % path) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputDataError("data file %s cannot be read (%s)" % (path, exc)) from None
+    text = decode_text(data, "data file %s" % path)
     try:
         whole = decode_json(text)
     except ValueError:

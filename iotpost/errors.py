@@ -76,24 +76,26 @@ class ClockNotSet(TransientError):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; raised from the signal handler so blocking calls return at once.
+    """SIGINT, SIGTERM or (Windows) SIGBREAK arrived; raised from the signal handler so blocking calls return at once.
 
     A BaseException, like KeyboardInterrupt: no ``except Exception`` or ``except IotPostError`` on
     the way (a network error mapper, a best-effort probe) may take it for a failure and go on. Only
     ``cli_run.run`` and the code that prints the summary catch it.
     """
 
-    exit_code: ExitStatus = ExitStatus.INTERNAL  # set per instance: SIGINT 130, SIGTERM 143
+    exit_code: ExitStatus = ExitStatus.INTERNAL  # set per instance: SIGINT 130, SIGTERM/SIGBREAK 143
 
     def __init__(self, signum: int) -> None:
         import signal
 
-        name = "SIGTERM" if signum == getattr(signal, "SIGTERM", -1) else "SIGINT"
+        # Windows' Ctrl+Break (SIGBREAK) asks the run to stop as SIGTERM does elsewhere: 143.
+        names = {getattr(signal, "SIGTERM", -1): "SIGTERM", getattr(signal, "SIGBREAK", -2): "SIGBREAK"}
+        name = names.get(signum, "SIGINT")
         super().__init__("interrupted by %s" % name)
         self.message = "interrupted by %s" % name
         self.hint: Optional[str] = None
         self.signum = signum
-        self.exit_code = ExitStatus.SIGTERM if name == "SIGTERM" else ExitStatus.SIGINT
+        self.exit_code = ExitStatus.SIGINT if name == "SIGINT" else ExitStatus.SIGTERM
 
     def __str__(self) -> str:
         return self.message

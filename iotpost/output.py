@@ -17,6 +17,30 @@ from .profiles import SECRET_HEADERS
 REDACTED = "[REDACTED]"
 
 
+def is_closed_pipe(exc: OSError) -> bool:
+    """The reader went away: BrokenPipeError on POSIX, OSError(EINVAL) from a Windows pipe.
+
+    EINVAL from writing text to stdout or stderr means nothing else there, so it is taken for a
+    closed pipe on every platform: the run goes on exactly as on Linux.
+    """
+    import errno
+
+    return isinstance(exc, BrokenPipeError) or exc.errno == errno.EINVAL
+
+
+def write_line(stream: IO[str], line: str) -> None:
+    """Write and flush one line; a closed pipe silences the stream instead of ending the run."""
+    try:
+        write_safely(stream, line)  # a console that cannot encode "°" escapes it
+        stream.flush()
+    except OSError as exc:
+        if not is_closed_pipe(exc):
+            raise
+        # The reader went away (``| head``, ``| Select-Object -First 1``): keep sending and
+        # spooling, stop printing there.
+        _silence(stream)
+
+
 def _silence(stream: IO[str]) -> None:
     """Point a closed pipe's descriptor at /dev/null, so later writes and exit-time flushes succeed."""
     import os
@@ -151,12 +175,7 @@ class Reporter:
         if stamp and self.timestamps:
             now = local_iso(self.clock())
             line = "\n".join("%s %s" % (now, part) for part in line.split("\n"))
-        try:
-            write_safely(stream, self.redact(line) + "\n")  # a console that cannot encode "°" escapes it
-            stream.flush()
-        except BrokenPipeError:
-            # The reader went away (``| head``): keep sending and spooling, stop printing there.
-            _silence(stream)
+        write_line(stream, self.redact(line) + "\n")
 
     def _redact_values(self, value: Any) -> Any:
         """Redact inside strings before JSON escaping, which would hide a secret holding " or \\."""

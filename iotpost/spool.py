@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
@@ -52,8 +53,45 @@ def _owner_id() -> str:
     return "%s:%d:%s" % (socket.gethostname(), os.getpid(), os.urandom(4).hex())
 
 
+# Windows API values for the liveness probe (winnt.h, winerror.h, minwinbase.h).
+_PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+_ERROR_INVALID_PARAMETER = 87  # OpenProcess on a PID no process has
+_STILL_ACTIVE = 259
+
+
+def _windows_process_alive(pid: int, kernel32: Any = None,
+                           last_error: Optional[Callable[[], int]] = None) -> bool:
+    """OpenProcess + GetExitCodeProcess: os.kill(pid, 0) on Windows would terminate the process.
+
+    ``kernel32`` and ``last_error`` are for tests (the real ones exist only on Windows). Anything
+    but a clear "no such process" or "has exited" counts as alive: the lease decides then.
+    """
+    import ctypes  # only on Windows: a one-off send on Linux never loads it
+
+    if kernel32 is None:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32.OpenProcess.restype = ctypes.c_void_p  # a HANDLE: c_int would truncate it on 64-bit
+        kernel32.OpenProcess.argtypes = (ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong)
+        kernel32.GetExitCodeProcess.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong))
+        kernel32.CloseHandle.argtypes = (ctypes.c_void_p,)
+        last_error = ctypes.get_last_error  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        # ERROR_ACCESS_DENIED: alive but someone else's (another user, a service).
+        return last_error() != _ERROR_INVALID_PARAMETER if last_error else True
+    try:
+        code = ctypes.c_ulong(0)
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == _STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
 def _process_alive(pid: int) -> bool:
-    """Only asked on POSIX: os.kill(pid, 0) on Windows would terminate the process."""
+    """Whether a process of this host still runs; on Windows through the Windows API."""
+    if os.name == "nt":
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -221,6 +259,10 @@ class SqliteSpool:
             make_private(self.path, _PRIVATE_SIDE_FILES)
             # FULL: a committed payload is on disk before the first send attempt.
             db.execute("PRAGMA synchronous = FULL")
+            if sys.platform == "darwin":
+                # macOS fsync() leaves the data in the drive's cache, lost on power loss;
+                # F_FULLFSYNC (this pragma, which covers WAL checkpoints too) reaches the medium.
+                db.execute("PRAGMA fullfsync = ON")
             if max_pages:
                 db.execute("PRAGMA max_page_count = %d" % int(max_pages))
             # Reading first: opening a current spool on a full disk must not need to write, and a
@@ -475,8 +517,8 @@ class SqliteSpool:
         return self._write(step, context)
 
     def _reap_dead_owners(self, db, now: float) -> None:
-        if os.name != "posix":
-            return  # no safe liveness probe: expired leases are the only way back
+        if os.name not in ("posix", "nt"):
+            return  # no liveness probe: expired leases are the only way back
         host = socket.gethostname()
         for (owner,) in db.execute("SELECT DISTINCT claimed_by FROM spool WHERE claimed_by IS NOT NULL"
                                    " AND claim_expires >= ?", (now,)).fetchall():

@@ -29,6 +29,7 @@ from .payloads import MedicalSignals, encode, iso_utc, make_payload
 from .profiles import TESAIOT, Credentials
 from .schedule import paced
 from .target import parse_target
+from .user_paths import user_path, user_path_or_stdin
 
 PROG = "post_https_sample.py"
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
     b = p.add_argument_group("platform and bundle")
-    b.add_argument("--certs-dir", type=Path, default=None, metavar="DIR",
+    b.add_argument("--certs-dir", type=user_path, default=None, metavar="DIR",
                    help="credential bundle folder (default: $%s, else certs_credentials/ beside this script)"
                    % CERTS_DIR_ENV)
     b.add_argument("--base-url", default=None, metavar="URL",
@@ -65,13 +66,13 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--endpoint", default=TESAIOT.endpoint, metavar="PATH",
                    help="API endpoint path (default: %s)" % TESAIOT.endpoint)
     b.add_argument("--device-id", default=None, metavar="ID", help="override the device id (default: device_id.txt)")
-    b.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+    b.add_argument("--ca-file", type=user_path, default=None, metavar="PEM",
                    help="CA that verifies the platform's server (default: the bundle's ca-chain.pem, "
                    "which is then not needed)")
     d = p.add_argument_group("data (default: generated medical sample)")
     src = d.add_mutually_exclusive_group()
     src.add_argument("--data", default=None, metavar="JSON", help="a JSON object to send as `data`")
-    src.add_argument("--data-file", default=None, metavar="PATH",
+    src.add_argument("--data-file", type=user_path_or_stdin, default=None, metavar="PATH",
                      help="a JSON object, or JSON Lines (one payload per line); '-' streams stdin line by line")
     add_tls_arguments(p)
     add_sending_arguments(p)

@@ -16,7 +16,7 @@ import random
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-from .data_input import decode_json
+from .data_input import decode_json, decode_text
 from .errors import InputDataError
 from .tlink_schema import MAX_ID, text_limit
 
@@ -267,10 +267,7 @@ def load_replay(data: bytes, name: str) -> List[bytes]:
 
     Everything is checked before anything is sent: one bad record and the file is refused (65).
     """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputDataError("%s is not UTF-8 text" % name) from None
+    text = decode_text(data, name)  # UTF-8, or UTF-16 from PowerShell's ">"; sent as UTF-8 either way
     whole = text.strip()
     if not whole:
         raise InputDataError("%s holds no recorded push" % name, hint="expected a JSON object or JSON Lines")

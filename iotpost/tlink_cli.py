@@ -35,6 +35,7 @@ from .tlink import (DEFAULT_SENSORS, DeviceInfo, SensorSpec, TlinkPushes, encode
                     make_push, parse_sensor, reading_entry, tlink_time)
 from .tlink_input import TlinkLine, read_reading_lines
 from .tlink_stamps import PushTimes
+from .user_paths import user_path, user_path_or_stdin
 
 PROG = "tlink_push.py"
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
@@ -122,9 +123,9 @@ def build_parser() -> ArgumentParser:
     w = p.add_argument_group("webhook")
     w.add_argument("--url", default=None, metavar="URL",
                    help="webhook URL (default: $%s, else the local twin %s)" % (URL_ENV, DEFAULT_URL))
-    w.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+    w.add_argument("--ca-file", type=user_path, default=None, metavar="PEM",
                    help="CA that verifies the webhook's server (default: the bundle's %s)" % CA_FILE)
-    w.add_argument("--secret-file", type=Path, default=None, metavar="PATH",
+    w.add_argument("--secret-file", type=user_path, default=None, metavar="PATH",
                    help="file holding the HMAC secret (or set %s); without one, pushes are unsigned" % SECRET_ENV)
     d = p.add_argument_group("push content")
     d.add_argument("--device-id", type=_number, default=2864, metavar="N", help="TLINK deviceId (default: 2864)")
@@ -145,10 +146,10 @@ def build_parser() -> ArgumentParser:
                    "3 location, 4 image, 6 level, 7 video, 8 string); NAME (sensorName) is the rest and may "
                    "hold ':'. Default: 11922:1:°C 11923:1:%%RH 11924:2")
     src = d.add_mutually_exclusive_group()
-    src.add_argument("--data-file", default=None, metavar="PATH",
+    src.add_argument("--data-file", type=user_path_or_stdin, default=None, metavar="PATH",
                      help="real readings, JSON Lines, one push per line: {\"SENSOR_ID\": value, ..., "
                      "\"time\": \"YYYY-MM-DD HH:MM:SS\"} (time optional); '-' streams stdin line by line")
-    src.add_argument("--replay", default=None, metavar="PATH",
+    src.add_argument("--replay", type=user_path_or_stdin, default=None, metavar="PATH",
                      help="send recorded pushes byte-for-byte: a JSON object or JSON Lines ('-' = stdin)")
     add_tls_arguments(p, bundle=False)
     add_sending_arguments(p)

@@ -304,7 +304,7 @@ class SqliteSpoolTest(SpoolContract, unittest.TestCase):
         self.spool.release(taken, "late")
         self.assertIsNone(self.another().claim(P, 111.0))
 
-    @unittest.skipUnless(os.name == "posix", "dead-process detection is POSIX only")
+    @unittest.skipUnless(os.name in ("posix", "nt"), "dead-process detection is POSIX and Windows only")
     def test_claim_by_dead_pid_on_this_host_reclaimable_at_once(self) -> None:
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         self.assertEqual(child.wait(), 0)  # exited and reaped: its PID is gone
@@ -317,7 +317,7 @@ class SqliteSpoolTest(SpoolContract, unittest.TestCase):
         self.assertEqual(other.claim(P, 101.0).key, "key-1")
         self.assertEqual(other.claim(P, 101.0).key, "key-2")
 
-    @unittest.skipUnless(os.name == "posix", "dead-process detection is POSIX only")
+    @unittest.skipUnless(os.name in ("posix", "nt"), "dead-process detection is POSIX and Windows only")
     def test_claim_by_live_pid_or_other_host_is_kept(self) -> None:
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
@@ -472,7 +472,7 @@ class SqliteSpoolTest(SpoolContract, unittest.TestCase):
         self.assertTrue(self.spool.drop(item.id, 111.0))  # the claim's lease ran out: nobody holds it
         self.assertEqual(self.spool.pending(), 0)
 
-    @unittest.skipUnless(os.name == "posix", "dead-process detection is POSIX only")
+    @unittest.skipUnless(os.name in ("posix", "nt"), "dead-process detection is POSIX and Windows only")
     def test_drop_takes_a_payload_whose_claimant_died(self) -> None:
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()
