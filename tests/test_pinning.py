@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import ssl
@@ -138,7 +139,7 @@ class PinningEndToEndTests(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn("server public key pin: sha256//" + LOCALHOST_PIN, proc.stderr)
         if shutil.which("curl") is not None:  # and curl agrees it is this server's pin
-            curl = subprocess.run(["curl", "-s", "-o", "/dev/null", "--cacert", str(CA_PEM), "--pinnedpubkey",
+            curl = subprocess.run(["curl", "-s", "-o", os.devnull, "--cacert", str(CA_PEM), "--pinnedpubkey",
                                    "sha256//" + LOCALHOST_PIN, self.twin.url + "/"], capture_output=True)
             self.assertEqual(curl.returncode, 0, curl.stderr)
 

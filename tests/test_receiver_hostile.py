@@ -520,8 +520,10 @@ class ReceiverLimitFlags(unittest.TestCase):
         self.addCleanup(extra.close)
         self.assertEqual(read_to_close(extra), b"")  # past --max-connections 1: closed at once
         self.assertEqual(read_to_close(held), b"")
-        proc.terminate()
-        self.assertEqual(proc.wait(timeout=10), 0)
+        proc.terminate()  # SIGTERM on POSIX; on Windows TerminateProcess (exit 1): no clean stop to check there
+        code = proc.wait(timeout=10)
+        if os.name == "posix":
+            self.assertEqual(code, 0)
         self.assertIn("closed: 1 connections open (--max-connections)", proc.stderr.read().decode())
 
     def test_bad_values_are_usage_errors(self):
