@@ -63,7 +63,7 @@ class LoopbackTest(TwinTestCase):
             with self.subTest(address=address):
                 self.skip_if_no_ipv6(address)
                 with self.assertRaises(ConnectionRefusedError):
-                    socket.create_connection((address, port), timeout=5).close()
+                    socket.create_connection((address, port), timeout=10).close()  # Windows: ~2 s
                 other = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
                 self.addCleanup(other.close)
                 with self.assertRaises(OSError):  # the twin keeps the port on this address while down
@@ -81,7 +81,7 @@ class LoopbackTest(TwinTestCase):
         self.assertEqual(self.health("127.0.0.1", twin.port), 200)
         if not ipv6_reason():
             with self.assertRaises(ConnectionRefusedError):
-                socket.create_connection(("::1", twin.port), timeout=5).close()
+                socket.create_connection(("::1", twin.port), timeout=10).close()
 
     def test_a_port_busy_on_ipv6_only_is_in_use(self):
         if ipv6_reason():

@@ -105,7 +105,7 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
             super().__init__(address, TwinRequestHandler, bind_and_activate=bound is None)
             if bound is not None:
                 self.socket.close()
-                if os.name != "nt":  # on Windows the kept socket is already exclusive
+                if os.name != "nt":  # no SO_REUSEADDR on Windows: it would let a second twin share the port
                     bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 self.socket = bound
                 self.server_address = bound.getsockname()
@@ -481,7 +481,10 @@ def _keep_port(host: str, port: int) -> Optional[socket.socket]:
     """A socket bound to (host, port) and not listening, or None if the port was taken meanwhile."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
-        set_bind_options(sock)  # past our own TIME_WAITs (POSIX); exclusive (Windows)
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past our own TIME_WAITs
+        # On Windows no option: an exclusive bind fails while the connections go_down() just cut sit
+        # in TIME_WAIT, and a plainly bound socket already keeps a second twin's exclusive bind out.
         sock.bind((host, port))
         if os.name != "nt":
             # Off once bound: on Linux two SO_REUSEADDR sockets may share a port none listens on.
