@@ -127,7 +127,7 @@ class PinningEndToEndTests(unittest.TestCase):
 
     def test_wrong_pin_sends_not_one_byte_after_the_handshake(self):
         server = _SilentTLSServer(self)
-        bundle = make_bundle(self.tmp / "silent", url="https://localhost:%d" % server.port)
+        bundle = make_bundle(self.tmp / "silent", url="https://127.0.0.1:%d" % server.port)
         proc = run_cli(SENDER, "--certs-dir", bundle, "--retries", "0", "--pin-sha256", CLIENT_PIN)
         self.assertEqual(proc.returncode, 78, proc.stderr)
         server.thread.join(10)
