@@ -17,7 +17,10 @@ from tests.twin_support import LOCALHOST_KEY, LOCALHOST_PEM
 
 
 class RawServer:
-    """A one-shot TLS (or plain) listener whose behaviour a test scripts; counts what it sent."""
+    """A one-shot TLS (or plain) listener whose behaviour a test scripts; counts what it sent.
+
+    On 127.0.0.1 only, so tests reach it as 127.0.0.1 (localhost would try ::1 first on Windows).
+    """
 
     def __init__(self, testcase: unittest.TestCase, behaviour, tls: bool = True) -> None:
         self.sock = socket.socket()
@@ -79,7 +82,7 @@ def endless_body(server, conn) -> None:
 class MisbehavingServerTests(SenderTestCase):
     def test_hang_up_during_tls_handshake_is_temporary_75(self):
         server = RawServer(self, hang_up_during_handshake, tls=False)
-        bundle = self.bundle(None, url="https://localhost:%d" % server.port)
+        bundle = self.bundle(None, url="https://127.0.0.1:%d" % server.port)
         proc = self.send(bundle, "--retries", "1", "--retry-backoff", "0.01")
         self.assertEqual(proc.returncode, 75, proc.stderr)
         self.assertIn("during the TLS handshake", proc.stderr)
@@ -87,7 +90,7 @@ class MisbehavingServerTests(SenderTestCase):
 
     def test_an_endless_response_body_is_not_drained(self):
         server = RawServer(self, endless_body)
-        bundle = self.bundle(None, url="https://localhost:%d" % server.port)
+        bundle = self.bundle(None, url="https://127.0.0.1:%d" % server.port)
         proc = self.send(bundle)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertLess(server.sent, 50000000)  # we hung up after the first megabyte or so

@@ -33,7 +33,10 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 def serve(testcase: unittest.TestCase, handler: type, context=None) -> int:
-    """A threaded HTTP(S) server on 127.0.0.1:<free port>, stopped at cleanup; returns the port."""
+    """A threaded HTTP(S) server on 127.0.0.1:<free port>, stopped at cleanup; returns the port.
+
+    Reached as 127.0.0.1, not localhost: Windows would try ::1 first and wait ~2 s for its refusal.
+    """
     server = QuietServer(("127.0.0.1", 0), handler)
     if context is not None:
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
@@ -142,7 +145,7 @@ class ProtocolTests(Case):
         except (ssl.SSLError, ValueError) as exc:
             self.skipTest("this OpenSSL cannot serve TLS 1.1 (%s)" % exc)
         port = serve(self, html_handler(200, b""), ctx)
-        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://localhost:%d" % port))
+        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://127.0.0.1:%d" % port))
         self.assertEqual(proc.returncode, 78, proc.stderr)
         line = self.assertOneErrorLine(proc, "older than 1.2")
         self.assertNotIn("certificate", line)
@@ -150,7 +153,7 @@ class ProtocolTests(Case):
 
     def test_plain_http_on_the_https_port_says_it_is_not_tls(self):
         port = serve(self, html_handler(200, b""))
-        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://localhost:%d" % port))
+        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://127.0.0.1:%d" % port))
         self.assertEqual(proc.returncode, 78, proc.stderr)
         line = self.assertOneErrorLine(proc, "did not answer in TLS", "plain HTTP")
         self.assertNotIn("certificate", line)
@@ -160,7 +163,7 @@ class ProtocolTests(Case):
 class HtmlErrorPageTests(Case):
     def test_an_nginx_502_page_shows_its_title_never_markup(self):
         port = serve(self, html_handler(502, NGINX_502), tls_server_context())
-        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://localhost:%d" % port), "--retries", "0", "--json")
+        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://127.0.0.1:%d" % port), "--retries", "0", "--json")
         self.assertEqual(proc.returncode, 75, proc.stderr)
         sends = [json.loads(line) for line in proc.stdout.splitlines() if '"send"' in line]
         self.assertEqual(sends[0]["message"], "Bad Gateway")
@@ -171,7 +174,7 @@ class HtmlErrorPageTests(Case):
         port = serve(self, html_handler(400, PORTAL_400), tls_server_context())
         folder = temp_dir(self)
         spool = folder / "spool.sqlite3"
-        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://localhost:%d" % port), "--spool", spool)
+        proc = run_cli(SENDER, "--certs-dir", self.bundle("https://127.0.0.1:%d" % port), "--spool", spool)
         self.assertEqual(proc.returncode, 65, proc.stderr)
         title = "Hotel & Spa WiFi \u2013 Login"
         self.assertIn("#1 400", proc.stdout)

@@ -17,13 +17,17 @@ import iotpost, pkgutil
 for m in pkgutil.walk_packages(iotpost.__path__, "iotpost."):
     importlib.import_module(m.name)
 import tests.twin_support, tests.support
-stdlib = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+stdlib = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
+if os.name == "nt":  # Windows keeps the standard library's extension modules (_ssl, _sqlite3...) in DLLs\
+    stdlib |= {os.path.join(p, "DLLs") for p in (sys.base_exec_prefix, sys.base_prefix)}
+stdlib = {os.path.normcase(os.path.realpath(p)) for p in stdlib}
+root = os.path.normcase(root)
 foreign = []
 for name, mod in sorted(sys.modules.items()):
     origin = getattr(mod, "__file__", None)
     if not origin:
         continue  # built-in or frozen: part of the interpreter
-    path = os.path.realpath(origin)
+    path = os.path.normcase(os.path.realpath(origin))  # one spelling of a path on case-blind Windows
     if path.startswith(root + os.sep):
         continue
     if any(path.startswith(s + os.sep) and "site-packages" not in path and "dist-packages" not in path

@@ -218,7 +218,7 @@ class NginxPagesTests(unittest.TestCase):
         self.addCleanup(thread.join, 5)
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
-        return "https://localhost:%d" % server.server_address[1]
+        return "https://127.0.0.1:%d" % server.server_address[1]  # where it listens (not ::1, as localhost may try)
 
     def test_nginx_400_pages_are_78_not_dead_letters(self):
         tmp = temp_dir(self)

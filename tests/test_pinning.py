@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import ssl
@@ -126,7 +127,7 @@ class PinningEndToEndTests(unittest.TestCase):
 
     def test_wrong_pin_sends_not_one_byte_after_the_handshake(self):
         server = _SilentTLSServer(self)
-        bundle = make_bundle(self.tmp / "silent", url="https://localhost:%d" % server.port)
+        bundle = make_bundle(self.tmp / "silent", url="https://127.0.0.1:%d" % server.port)
         proc = run_cli(SENDER, "--certs-dir", bundle, "--retries", "0", "--pin-sha256", CLIENT_PIN)
         self.assertEqual(proc.returncode, 78, proc.stderr)
         server.thread.join(10)
@@ -138,7 +139,7 @@ class PinningEndToEndTests(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn("server public key pin: sha256//" + LOCALHOST_PIN, proc.stderr)
         if shutil.which("curl") is not None:  # and curl agrees it is this server's pin
-            curl = subprocess.run(["curl", "-s", "-o", "/dev/null", "--cacert", str(CA_PEM), "--pinnedpubkey",
+            curl = subprocess.run(["curl", "-s", "-o", os.devnull, "--cacert", str(CA_PEM), "--pinnedpubkey",
                                    "sha256//" + LOCALHOST_PIN, self.twin.url + "/"], capture_output=True)
             self.assertEqual(curl.returncode, 0, curl.stderr)
 

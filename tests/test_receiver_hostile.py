@@ -436,7 +436,8 @@ class SlowAndTruncatedClients(TwinTestCase):
         self.assertGreaterEqual(twin.heads_cut, 200)
         self.assertEqual([r.method for r in twin.requests], ["POST"])  # the normal client's only
         self.assertEqual(twin.store.count_telemetry(OTHER_DEVICE_ID), 1)
-        self.assertTrue(wait_until(lambda: threading.active_count() <= baseline + 2))
+        # left: the watchdog and one accept loop per listening address (127.0.0.1 and ::1 by default)
+        self.assertTrue(wait_until(lambda: threading.active_count() <= baseline + 1 + len(twin.addresses)))
 
 
 GOOD_PARTS = ["POST", "/api/v1/telemetry", "HTTP/1.1"]
@@ -572,8 +573,10 @@ class ReceiverLimitFlags(unittest.TestCase):
         self.addCleanup(extra.close)
         self.assertEqual(read_to_close(extra), b"")  # past --max-connections 1: closed at once
         self.assertEqual(read_to_close(held), b"")
-        proc.terminate()
-        self.assertEqual(proc.wait(timeout=10), 0)
+        proc.terminate()  # SIGTERM on POSIX; on Windows TerminateProcess (exit 1): no clean stop to check there
+        code = proc.wait(timeout=10)
+        if os.name == "posix":
+            self.assertEqual(code, 0)
         self.assertIn("closed: 1 connections open (--max-connections)", proc.stderr.read().decode())
 
     def test_bad_values_are_usage_errors(self):

@@ -19,6 +19,7 @@ import sys
 import threading
 import unittest
 import warnings
+from pathlib import Path
 
 from iotpost import __version__
 from tests.twin_support import (
@@ -566,7 +567,7 @@ class LifeCycleTest(TwinTestCase):
         twin.go_down()
         self.assertFalse(twin.is_up)
         with self.assertRaises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", twin.port), timeout=2).close()
+            socket.create_connection(("127.0.0.1", twin.port), timeout=10).close()  # Windows retries a refusal ~2 s
         # the kept-alive connection was cut too: a sender cannot mistake the twin for up
         with self.assertRaises((ConnectionError, http.client.HTTPException, ssl.SSLError)):
             request_json(conn, "GET", "/health")
@@ -586,7 +587,7 @@ class LifeCycleTest(TwinTestCase):
         with self.assertRaises(OSError):  # EADDRINUSE: the twin still holds the port while down
             other.bind(("127.0.0.1", port))
         with self.assertRaises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()  # Windows retries a refusal ~2 s
         twin.come_back()
         self.assertEqual(twin.port, port)
         self.assertEqual(request_json(self.connect(twin), "GET", "/health")[0], 200)
@@ -602,7 +603,7 @@ class LifeCycleTest(TwinTestCase):
         stopper.join(timeout=5)
         self.assertFalse(stopper.is_alive())
         with self.assertRaises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()  # Windows retries a refusal ~2 s
         with twin:
             pass  # __exit__ on a stopped twin is fine too
 
@@ -642,8 +643,10 @@ class ReceiverCliTest(unittest.TestCase):
     def run_receiver(self, *args):
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         env.pop("TLINK_WEBHOOK_SECRET_FILE", None)
+        # Text mode: Windows ends the receiver's stderr lines in \r\n, read back here as \n.
         proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "receiver.py")] + list(args),
-                                cwd=str(temp_dir(self)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                cwd=str(temp_dir(self)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                text=True, encoding="utf-8")
         self.addCleanup(proc.wait)
         self.addCleanup(proc.stderr.close)
         self.addCleanup(proc.stdout.close)
@@ -656,7 +659,7 @@ class ReceiverCliTest(unittest.TestCase):
         secret_file.write_bytes(SECRET + b"\n")
         proc = self.run_receiver("--port", "0", "--db", "twin.sqlite3", "--tlink-secret-file", str(secret_file),
                                  "--verbose")
-        line = proc.stderr.readline().decode()
+        line = proc.stderr.readline()
         self.assertRegex(line, r"^receiver: listening on https://localhost:\d+ \(db twin\.sqlite3\)\n$")
         port = int(line.split(":")[3].split()[0])
         conn = http.client.HTTPSConnection("localhost", port, timeout=5, context=client_context())
@@ -672,7 +675,7 @@ class ReceiverCliTest(unittest.TestCase):
         conn.close()
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(timeout=10), 0)
-        errors = proc.stderr.read().decode()
+        errors = proc.stderr.read()
         self.assertNotIn(key, errors)
         self.assertNotIn(SECRET.decode(), errors)
         self.assertNotIn("Traceback", errors)
@@ -680,16 +683,18 @@ class ReceiverCliTest(unittest.TestCase):
 
     def test_outage_flag_goes_down_and_comes_back(self):
         proc = self.run_receiver("--port", "0", "--db", ":memory:", "--outage", "0.4:0.6")
-        line = proc.stderr.readline().decode()
+        line = proc.stderr.readline()
         port = int(line.split(":")[3].split()[0])
-        self.assertEqual(proc.stderr.readline().decode(), "receiver: down (refusing connections) for 0.6s\n")
+        self.assertEqual(proc.stderr.readline(), "receiver: down (refusing connections) for 0.6s\n")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        self.assertEqual(proc.stderr.readline().decode(), "receiver: back up for 0.4s\n")
+        self.assertEqual(proc.stderr.readline(), "receiver: back up for 0.4s\n")
         conn = http.client.HTTPSConnection("localhost", port, timeout=5, context=client_context())
         self.addCleanup(conn.close)
         self.assertEqual(request_json(conn, "GET", "/health")[0], 200)
         conn.close()
+        if os.name != "posix":
+            return  # no SIGTERM to send on Windows (send_signal is TerminateProcess); cleanup kills it
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(timeout=10), 0)
 
@@ -700,16 +705,17 @@ class ReceiverCliTest(unittest.TestCase):
         busy.listen(1)
         proc = self.run_receiver("--port", str(busy.getsockname()[1]), "--db", ":memory:")
         self.assertEqual(proc.wait(timeout=10), 78)
-        errors = proc.stderr.read().decode()
+        errors = proc.stderr.read()
         self.assertTrue(errors.startswith("receiver.py: error: 127.0.0.1 port %d is already in use"
                                           % busy.getsockname()[1]), errors)
         self.assertNotIn("Traceback", errors)
 
     def test_missing_certificate(self):
-        proc = self.run_receiver("--port", "0", "--cert", "/nonexistent/cert.pem")
+        missing = Path("/nonexistent/cert.pem")  # printed \nonexistent\cert.pem on Windows
+        proc = self.run_receiver("--port", "0", "--cert", str(missing))
         self.assertEqual(proc.wait(timeout=10), 66)
-        errors = proc.stderr.read().decode()
-        self.assertTrue(errors.startswith("receiver.py: error: the certificate /nonexistent/cert.pem is missing"))
+        errors = proc.stderr.read()
+        self.assertTrue(errors.startswith("receiver.py: error: the certificate %s is missing" % missing), errors)
 
 
 if __name__ == "__main__":

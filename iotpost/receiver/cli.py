@@ -35,7 +35,7 @@ KEEP_REQUESTS = 1000  # the in-memory request log of a long-running receiver sta
 class ReceiverSettings:
     """Everything the receiver needs, decided once from the command line and environment."""
 
-    host: str
+    host: Optional[str]  # None: both loopback addresses, 127.0.0.1 and ::1
     port: int
     tls: bool
     certfile: Path
@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Local twin of the TESAIoT and TLINK device-facing HTTPS endpoints, for testing the senders.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; ::1 for IPv6)")
+    parser.add_argument("--host", default=None,
+                        help="the one address to listen on (default: both 127.0.0.1 and ::1, so localhost "
+                        "is fast whichever a client tries first)")
     parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
     parser.add_argument("--cert", type=Path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
     parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="server private key (PEM)")
@@ -228,7 +230,8 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
         raise ConfigError("cannot open the database %s (%s), while starting the receiver" % (s.db_path, exc),
                           hint="pass --db PATH in a writable folder") from None
     except OSError as exc:
-        where = "%s port %d" % (s.host, s.port)
+        # The default listens on two addresses: the server names the one that failed.
+        where = "%s port %d" % (getattr(exc, "host", None) or s.host or "localhost", s.port)
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError("%s is already in use, while starting the receiver" % where,
                               hint="stop the other receiver, or pass --port (0 picks a free one)") from None
@@ -249,6 +252,8 @@ def serve(args: List[str], secrets: List[str]) -> int:
     twin = _start(settings, secrets)
     try:
         sys.stderr.write("receiver: listening on %s (db %s)\n" % (twin.url, settings.db_path))
+        if settings.host is None and "::1" not in twin.addresses:
+            sys.stderr.write("receiver: note: not listening on ::1 (no IPv6 here): 127.0.0.1 only\n")
         sys.stderr.flush()
         if settings.verbose:
             for device_id in twin.store.devices():

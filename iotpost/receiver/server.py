@@ -9,21 +9,28 @@ thread for long either: the handshake, each request head and then its body must 
 within ``head_timeout`` (one watchdog thread cuts the socket), every read within ``handler_timeout``,
 and past ``max_connections`` open connections a new one is closed at once. What happens to each request is
 ``handler.TwinRequestHandler``'s business; which function answers it, ``routes``'. This module
-owns the listening socket, the connections and the twin's life cycle (go_down, come_back, stop).
+owns the listening sockets, the connections and the twin's life cycle (go_down, come_back, stop).
+
+By default the twin listens on both loopback addresses, 127.0.0.1 and ::1, on one port: its URL says
+``localhost``, and Windows tries ::1 first, where a refused connection costs about two seconds. Two
+sockets, not one dual-stack socket on ``::``, which would listen beyond loopback. Binding is
+exclusive on Windows (SO_EXCLUSIVEADDRUSE, as asyncio does): SO_REUSEADDR there would let a second
+twin share a busy port.
 """
 
 from __future__ import annotations
 
+import errno
 import http.server
+import os
 import selectors
 import socket
-import socketserver
 import ssl
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import IO, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from .api_request import DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, media_type
 from .faults import FaultPlan
@@ -36,7 +43,7 @@ from .tesaiot_api import MAX_IDEMPOTENCY_KEY, validate_telemetry
 
 # Names that lived here before the twin was split into modules; importing them from here still works.
 __all__ = [
-    "DEFAULT_HISTORY_LIMIT", "INVALID_API_KEY", "InjectedFault", "Json", "MAX_HISTORY_LIMIT",
+    "DEFAULT_HISTORY_LIMIT", "INVALID_API_KEY", "InjectedFault", "Json", "ListenError", "MAX_HISTORY_LIMIT",
     "MAX_IDEMPOTENCY_KEY", "PROCESSING_ERROR", "PathLike", "ROUTES", "Reply", "SeenRequest",
     "SeenRequests", "TwinRequestHandler", "TwinServer", "build_server_context", "media_type",
     "read_bundle_device", "start_twin", "validate_telemetry",
@@ -46,6 +53,36 @@ PathLike = Union[str, Path]
 
 DEFAULT_HEAD_TIMEOUT = 20.0  # seconds for a TLS handshake, and for each request head, in all
 DEFAULT_MAX_CONNECTIONS = 512  # open connections (one thread each); more are closed at once
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")  # what host=None listens on: `localhost` either way, one port
+PORT_ATTEMPTS = 5  # port 0: tries for a port free on both loopback addresses
+# Winsock's value (~SO_REUSEADDR, i.e. -5); the placeholder elsewhere only lets a test record the choice.
+SO_EXCLUSIVEADDRUSE = getattr(socket, "SO_EXCLUSIVEADDRUSE", ~socket.SO_REUSEADDR)
+_NO_IPV6 = {getattr(errno, name) for name in ("EADDRNOTAVAIL", "EAFNOSUPPORT", "EPROTONOSUPPORT")
+            if hasattr(errno, name)}
+
+
+class ListenError(OSError):
+    """An address the twin cannot listen on; ``host`` says which (the default listens on two)."""
+
+    def __init__(self, host: str, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.host = host
+
+
+def set_bind_options(sock: Any, os_name: Optional[str] = None) -> None:
+    """Before bind: exclusive on Windows, reusable past our own TIME_WAITs on POSIX.
+
+    On Windows SO_REUSEADDR lets a second socket bind a port in use, so a busy port would go
+    unnoticed; SO_EXCLUSIVEADDRUSE makes that bind fail (and Windows binds past TIME_WAIT without it).
+    """
+    if (os.name if os_name is None else os_name) == "nt":
+        sock.setsockopt(socket.SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class _TwinHTTPServer(http.server.ThreadingHTTPServer):
@@ -53,7 +90,8 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 256  # a burst of connections waits in the kernel, not in SYN retries
-    allow_reuse_address = True  # come_back() re-binds the same port at once
+    # Not socketserver's SO_REUSEADDR: server_bind() uses set_bind_options (exclusive on Windows).
+    allow_reuse_address = False
 
     def __init__(self, twin: "TwinServer", address: Tuple[str, int], family: int,
                  bound: Optional[socket.socket] = None) -> None:
@@ -67,7 +105,8 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
             super().__init__(address, TwinRequestHandler, bind_and_activate=bound is None)
             if bound is not None:
                 self.socket.close()
-                bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if os.name != "nt":  # no SO_REUSEADDR on Windows: it would let a second twin share the port
+                    bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 self.socket = bound
                 self.server_address = bound.getsockname()
                 self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
@@ -106,8 +145,11 @@ class _TwinHTTPServer(http.server.ThreadingHTTPServer):
         self._wake_w.close()
 
     def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can take seconds.
-        socketserver.TCPServer.server_bind(self)
+        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can take seconds; and
+        # TCPServer's sets SO_REUSEADDR, which on Windows lets a second twin share a busy port.
+        set_bind_options(self.socket)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
         self.server_name = str(self.server_address[0])
         self.server_port = self.server_address[1]
 
@@ -137,7 +179,7 @@ class TwinServer:
         *,
         store: TelemetryStore,
         owns_store: bool,
-        host: str,
+        host: Optional[str],
         port: int,
         ssl_context: Optional[ssl.SSLContext],
         faults: Optional[FaultPlan] = None,
@@ -150,7 +192,8 @@ class TwinServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         """``handler_timeout``: the longest wait for any one read (the idle timeout of a connection);
-        ``head_timeout``: the most a TLS handshake, and then each request head and each body, may take in all."""
+        ``head_timeout``: the most a TLS handshake, and then each request head and each body, may take in all;
+        ``host``: the one address to listen on, or None for both loopback addresses (LOOPBACK_HOSTS)."""
         self.store = store
         self.host = host
         self.port = port
@@ -178,9 +221,9 @@ class TwinServer:
         self._connections: Set[socket.socket] = set()
         self._stopping = threading.Event()
         self._stopped = False
-        self._httpd: Optional[_TwinHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-        self._kept_port: Optional[socket.socket] = None  # bound, not listening, while down
+        self.addresses: Tuple[str, ...] = ()  # listened on (host=None: ::1 is left out where it cannot be bound)
+        self._listeners: List[Tuple[_TwinHTTPServer, threading.Thread]] = []
+        self._kept_ports: Dict[str, socket.socket] = {}  # bound, not listening, while down
 
     def start(self) -> "TwinServer":
         """Bind (port 0: any free port) and serve in a background thread; returns once listening."""
@@ -190,59 +233,82 @@ class TwinServer:
         self._watchdog.start()
         return self
 
-    def _family(self) -> int:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+    def _hosts(self) -> Sequence[str]:
+        return LOOPBACK_HOSTS if self.host is None else (self.host,)
 
-    def _bind_and_serve(self, port: int, bound: Optional[socket.socket] = None) -> None:
-        httpd = _TwinHTTPServer(self, (self.host, port), self._family(), bound)
-        self.port = httpd.server_address[1]
-        ready = threading.Event()
+    def _skips(self, host: str, exc: OSError) -> bool:
+        """::1 of the default pair, on a machine without IPv6: listen on 127.0.0.1 alone, with a note."""
+        if self.host is not None or host != "::1" or (socket.has_ipv6 and exc.errno not in _NO_IPV6):
+            return False
+        self.log("not listening on ::1 (%s): IPv6 is off here; 127.0.0.1 only" % (exc.strerror or exc))
+        return True
 
-        thread = threading.Thread(target=httpd.serve, args=(ready,), name="twin-%d" % self.port, daemon=True)
-        self._httpd, self._thread = httpd, thread
-        thread.start()
-        ready.wait(5.0)
+    def _listen_all(self, port: int, kept: Dict[str, socket.socket]) -> List[_TwinHTTPServer]:
+        """A server per address, all on one port (port 0: one free on each, chosen anew if ::1 has it taken)."""
+        for attempt in range(PORT_ATTEMPTS):
+            servers: List[_TwinHTTPServer] = []
+            try:
+                for host in self._hosts():
+                    at = servers[0].server_address[1] if servers else port
+                    try:
+                        servers.append(_TwinHTTPServer(self, (host, at), _family(host), kept.pop(host, None)))
+                    except OSError as exc:
+                        if not self._skips(host, exc):
+                            raise ListenError(host, exc) from exc
+                return servers
+            except ListenError as exc:
+                for httpd in servers:
+                    httpd.server_close()
+                if port != 0 or not servers or exc.errno != errno.EADDRINUSE or attempt + 1 == PORT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _bind_and_serve(self, port: int, kept: Optional[Dict[str, socket.socket]] = None) -> None:
+        """Listen (``kept``: sockets go_down() held bound, by host) and serve each socket in its own thread."""
+        servers = self._listen_all(port, dict(kept or {}))
+        self.port = servers[0].server_address[1]
+        self.addresses = tuple(str(httpd.server_address[0]) for httpd in servers)
+        for httpd in servers:
+            ready = threading.Event()
+            thread = threading.Thread(target=httpd.serve, args=(ready,), daemon=True,
+                                      name="twin-%d-%s" % (self.port, httpd.server_address[0]))
+            self._listeners.append((httpd, thread))
+            thread.start()
+            ready.wait(5.0)
 
     def _take_down(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        self._httpd = self._thread = None
-        if httpd is not None:
+        listeners, self._listeners = self._listeners, []
+        for httpd, thread in listeners:
             httpd.stop_serving()
-            if thread is not None:
-                thread.join()
+            thread.join()
             httpd.server_close()
         self._cut_connections()
 
     @property
     def is_up(self) -> bool:
         """Listening right now (False after go_down() or stop())."""
-        return self._httpd is not None
+        return bool(self._listeners)
 
     def go_down(self) -> None:
-        """Close the listening socket and open connections: new connections are REFUSED.
+        """Close the listening sockets and open connections: new connections are REFUSED.
 
-        The port stays ours: a socket bound but not listening refuses connections, and no other
-        process can take the port before come_back() listens on that same socket again.
+        The port stays ours, on every address listened on: a socket bound but not listening refuses
+        connections, and no other process can take the port before come_back() listens on that same
+        socket again.
         """
         self._take_down()
-        if self._kept_port is None and not self._stopped:
-            sock = socket.socket(self._family(), socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past our own TIME_WAITs
-                sock.bind((self.host, self.port))
-                # Off once bound: on Linux two SO_REUSEADDR sockets may share a port none listens on.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-            except OSError:
-                sock.close()  # taken in the instant between close and bind: come_back() binds anew
-            else:
-                self._kept_port = sock
+        if not self._kept_ports and not self._stopped:
+            for host in self.addresses:
+                sock = _keep_port(host, self.port)
+                if sock is not None:
+                    self._kept_ports[host] = sock
 
     def come_back(self) -> None:
         """Listen again on the same port, with the same store, faults and request log."""
         if self._stopped:
             raise RuntimeError("a stopped twin cannot come back; start a new one")
-        if self._httpd is None:
-            kept, self._kept_port = self._kept_port, None
+        if not self._listeners:
+            kept, self._kept_ports = self._kept_ports, {}
             self._bind_and_serve(self.port, kept)
 
     def stop(self) -> None:
@@ -253,9 +319,9 @@ class TwinServer:
             self._stopped = True
         self._stopping.set()
         self._take_down()
-        if self._kept_port is not None:
-            self._kept_port.close()
-            self._kept_port = None
+        kept, self._kept_ports = self._kept_ports, {}
+        for sock in kept.values():
+            sock.close()
         with self._idle:
             self._idle.wait_for(lambda: not self._connections, timeout=2.0)
         if self._watchdog is not None:
@@ -280,7 +346,7 @@ class TwinServer:
     @property
     def url(self) -> str:
         """https://localhost:PORT (the name in the test certificate), https://[::1]:PORT, or http://127.0.0.1:PORT."""
-        host = self.host
+        host = self.host or "localhost"
         if ":" in host:
             name = "[::1]" if host in ("::", "::1") else "[%s]" % host
         elif host in ("", "0.0.0.0", "127.0.0.1", "localhost"):
@@ -411,6 +477,24 @@ class TwinServer:
         self.log("TLS handshake failed: %s" % exc)
 
 
+def _keep_port(host: str, port: int) -> Optional[socket.socket]:
+    """A socket bound to (host, port) and not listening, or None if the port was taken meanwhile."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past our own TIME_WAITs
+        # On Windows no option: an exclusive bind fails while the connections go_down() just cut sit
+        # in TIME_WAIT, and a plainly bound socket already keeps a second twin's exclusive bind out.
+        sock.bind((host, port))
+        if os.name != "nt":
+            # Off once bound: on Linux two SO_REUSEADDR sockets may share a port none listens on.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    except OSError:
+        sock.close()  # taken in the instant between close and bind: come_back() binds anew
+        return None
+    return sock
+
+
 def read_bundle_device(bundle_dir: PathLike) -> Tuple[str, str]:
     """(device_id, api_key) from a credential bundle, normalised exactly as the senders read them."""
     from ..bundle import API_KEY_FILE, DEVICE_ID_FILE, parse_api_key, parse_device_id
@@ -453,7 +537,7 @@ def start_twin(
     keyfile: Optional[PathLike] = None,
     db_path: PathLike = ":memory:",
     store: Optional[TelemetryStore] = None,
-    host: str = "127.0.0.1",
+    host: Optional[str] = None,
     port: int = 0,
     tls: bool = True,
     faults: Optional[FaultPlan] = None,
@@ -472,6 +556,7 @@ def start_twin(
     ``keep_requests`` bounds ``twin.requests`` to the newest N (None: keep all, for tests).
     ``client_ca`` (PEM): require a client certificate signed by it (mTLS).
     A ``store`` passed in stays open after stop(); one made from ``db_path`` is closed by it.
+    ``host`` None listens on 127.0.0.1 and ::1 (::1 skipped where IPv6 is off); a host given, on it alone.
     """
     context = None
     if tls:
