@@ -224,6 +224,21 @@ class TildeInPaths(SenderTestCase):
         self.assertEqual(s.tls.client_key, self.home / "k.pem")
         self.assertEqual(s.tls.client_key_password_file, self.home / "pw.txt")
 
+    def test_every_receiver_path_flag_expands_the_home_folder(self):
+        from iotpost.receiver import cli as receiver_cli
+
+        ns = receiver_cli.build_parser().parse_args([
+            "--cert", "~/c.pem", "--key", "~/k.pem", "--client-ca", "~/ca.pem", "--bundle", "~/b",
+            "--db", "~/twin.sqlite3", "--tlink-secret-file", "~/s.txt"])
+        s = receiver_cli.settings_from_args(ns, environ={})
+        self.assertEqual((s.certfile, s.keyfile, s.client_ca, s.bundles, s.tlink_secret_file),
+                         (self.home / "c.pem", self.home / "k.pem", self.home / "ca.pem", (self.home / "b",),
+                          self.home / "s.txt"))
+        self.assertEqual(Path(s.db_path), self.home / "twin.sqlite3")
+        memory = receiver_cli.settings_from_args(receiver_cli.build_parser().parse_args(["--db", ":memory:"]),
+                                                 environ={"TLINK_WEBHOOK_SECRET_FILE": "~/env-secret.txt"})
+        self.assertEqual((memory.db_path, memory.tlink_secret_file), (":memory:", self.home / "env-secret.txt"))
+
     def test_every_tlink_path_flag_expands_the_home_folder_and_dash_stays_stdin(self):
         from iotpost import tlink_cli
 

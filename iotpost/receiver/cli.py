@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 
 from ..bundle import read_secret_file
 from ..errors import ConfigError, CredentialMissing, Interrupted
+from ..user_paths import user_path
 from .faults import DEFAULT_RANDOM_KINDS, FAULT_KINDS, check_kinds
 
 PROG = "receiver.py"
@@ -55,6 +56,11 @@ class ReceiverSettings:
     idle_timeout: float = 10.0  # seconds any one read may wait (an idle kept-alive connection too)
     max_connections: int = 512  # open connections; more are closed at once
     client_ca: Optional[Path] = None  # require client certificates signed by this CA (mTLS)
+
+
+def _db_path(text: str) -> str:
+    """--db: ``:memory:`` as it is, a file path with ``~`` expanded (cmd and PowerShell do not)."""
+    return text if text == ":memory:" else str(user_path(text))
 
 
 def _fault_kinds(text: str) -> Tuple[str, ...]:
@@ -123,18 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the one address to listen on (default: both 127.0.0.1 and ::1, so localhost "
                         "is fast whichever a client tries first)")
     parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
-    parser.add_argument("--cert", type=Path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
-    parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="server private key (PEM)")
-    parser.add_argument("--client-ca", type=Path, default=None, metavar="PEM",
+    parser.add_argument("--cert", type=user_path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
+    parser.add_argument("--key", type=user_path, default=DEFAULT_KEY, help="server private key (PEM)")
+    parser.add_argument("--client-ca", type=user_path, default=None, metavar="PEM",
                         help="require a client certificate signed by this CA (mTLS, as TESAIoT's port 9444)")
     parser.add_argument("--http", action="store_true",
                         help="serve plain HTTP instead of HTTPS (to test a sender's --allow-http)")
-    parser.add_argument("--bundle", action="append", type=Path, metavar="DIR",
+    parser.add_argument("--bundle", action="append", type=user_path, metavar="DIR",
                         help="register the device in this credential bundle (repeatable; default "
                         "certs_credentials/ beside receiver.py)")
-    parser.add_argument("--db", default="receiver.sqlite3", metavar="PATH",
+    parser.add_argument("--db", type=_db_path, default="receiver.sqlite3", metavar="PATH",
                         help="sqlite3 database (default receiver.sqlite3 in the current folder; :memory: keeps nothing)")
-    parser.add_argument("--tlink-secret-file", type=Path, metavar="PATH",
+    parser.add_argument("--tlink-secret-file", type=user_path, metavar="PATH",
                         help="require X-TLink-Signature made with the secret in this file "
                         "(default: $%s)" % SECRET_FILE_ENV)
     parser.add_argument("--fault-rate", type=_rate, default=0.0, help="share of POSTs that get a fault (0-1)")
@@ -168,7 +174,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
     env = os.environ if environ is None else environ
     secret_file = ns.tlink_secret_file
     if secret_file is None and env.get(SECRET_FILE_ENV, "").strip():
-        secret_file = Path(env[SECRET_FILE_ENV].strip())
+        secret_file = user_path(env[SECRET_FILE_ENV].strip())
     return ReceiverSettings(
         host=ns.host, port=ns.port, tls=not ns.http, certfile=ns.cert, keyfile=ns.key,
         bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
