@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from .api_request import (
     DEFAULT_HISTORY_LIMIT,
@@ -23,7 +23,7 @@ from .api_request import (
     query_int,
     query_text,
 )
-from .replies import Reply, error_reply
+from .replies import Json, Reply, error_reply
 
 # The reference's page and history sizes come from its .env; these are the twin's choices.
 DEFAULT_PAGE_SIZE = 20
@@ -198,19 +198,19 @@ def get_reference_devices(request: ApiRequest) -> Reply:
 
 def get_reference_latest(request: ApiRequest, device_id: str) -> Reply:
     """GET /api/devices/{deviceId}/latest: the device and each sensor's newest stored reading."""
-    missing = _owner_missing(request.query)
-    if missing is not None:
-        return missing
-    number = _device_number(device_id)
-    answer = None if number is None else request.store.tlink_device_latest(number)
-    return error_reply(404, "Device not found") if answer is None else Reply(200, answer)
+    return _one_device(request, device_id, request.store.tlink_device_latest)
 
 
 def get_reference_history(request: ApiRequest, device_id: str) -> Reply:
     """GET /api/devices/{deviceId}/history: the reference's pull-sync log; empty for pushed data."""
+    return _one_device(request, device_id, request.store.tlink_device_sync_history)
+
+
+def _one_device(request: ApiRequest, device_id: str, read: Callable[[int], Optional[Json]]) -> Reply:
+    """What ``read`` answers for one device by id, or the reference's 404 (an unknown or impossible id)."""
     missing = _owner_missing(request.query)
     if missing is not None:
         return missing
     number = _device_number(device_id)
-    answer = None if number is None else request.store.tlink_device_sync_history(number)
+    answer = None if number is None else read(number)
     return error_reply(404, "Device not found") if answer is None else Reply(200, answer)
