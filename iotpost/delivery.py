@@ -102,7 +102,6 @@ class Sender:
         self._new_ids: Set[int] = set()  # spool ids of payloads this run accepted (the rest is backlog)
         self._held: Dict[int, _Held] = {}
         self.retries = 0
-        self.accepted = 0
         self.input_errors = 0
         self.delivered = 0
         self.rejected = 0  # moved to the dead letters by this run
@@ -185,7 +184,6 @@ class Sender:
         before = self.spool.dropped
         item = self.spool.put(self.profile.name, body, key, self.env.wall())
         self._new_ids.add(item.id)
-        self.accepted += 1
         if self.spool.dropped > before:
             self.out.warn("spool is full (--spool-max): dropped %d oldest payload(s), %d this run"
                           % (self.spool.dropped - before, self.spool.dropped), loud=True)
@@ -235,7 +233,7 @@ class Sender:
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
             if delay is None:
                 if response is not None and not means_platform_down(response.status):
-                    return self._hold(item, seq, attempts, response, message, error)
+                    return self._hold(item, seq, attempts, response, message)
                 self._settle(item, seq, attempts, response, message, error)
                 self._link_down = True  # stop draining this tick: the next payload would fail alike
                 return
@@ -284,8 +282,7 @@ class Sender:
             # (credentials 77, configuration 78) fails every payload alike, so it ends the run.
             self._fail(error, stop=error.exit_code is not ExitStatus.DATA)
 
-    def _hold(self, item, seq: int, attempts: int, response: Response, message: str,
-              error: Optional[IotPostError]) -> None:
+    def _hold(self, item, seq: int, attempts: int, response: Response, message: str) -> None:
         """The platform answered but failed this payload: keep its claim, move on to the next one.
 
         Whether that counts against the payload is decided at the end of the run, once we know
@@ -348,7 +345,7 @@ class Sender:
         failed = len(last) - delivered
         left = self.spool.unclaimed(self.profile.name, self.env.wall())
         fields = {
-            "accepted": self.accepted,
+            "accepted": len(self._new_ids),
             "attempted": len(last),
             "delivered": delivered,
             "failed": failed,

@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from .errors import ConfigError, IotPostError, SpoolFull, TransientError
 from .memory_spool import MemorySpool, SpoolItem  # noqa: F401 - MemorySpool: one import place for tests

@@ -6,13 +6,12 @@ receiver's storedReadings, which counts entries processed, not readings newly st
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 import unittest
 
 from tests.support import TLINK, run_cli, start_cli
-from tests.test_e2e_tlink import SECRET, TlinkTestCase, sign
+from tests.test_e2e_tlink import TlinkTestCase, sign
 from tests.twin_support import CERTDATA, connect, request_json
 
 USER, DEVICE = 385, 2864  # tlink_push.py's defaults

@@ -12,11 +12,11 @@ failure here first instead of in production. The sizes live in ``iotpost.tlink_s
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 Json = Dict[str, Any]
 
-from ..tlink_schema import DEVICE_KEY, INT32, INT64, LIMITS, LOOSE_INT64, TEXT, Limit  # noqa: F401 - one table
+from ..tlink_schema import DEVICE_KEY, INT32, LIMITS, LOOSE_INT64, TEXT, Limit  # the one table, shared with the sender
 
 _INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 _INT32_RANGE = (-(2 ** 31), 2 ** 31 - 1)
