@@ -15,7 +15,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError, CredentialMissing
 from .user_paths import user_path
@@ -39,7 +39,7 @@ class Bundle(NamedTuple):
     certs_dir: Path
     device_id: str
     api_key: Optional[str]  # None: an mTLS bundle without api_key.txt
-    ca_file: Path
+    ca_file: Optional[Path]  # None: the system's trust store (a platform behind a public CA)
     base_url: str
     warnings: Tuple[str, ...] = ()
     client_cert: Optional[Path] = None  # mTLS: presented to the server with client_key
@@ -220,6 +220,21 @@ def _client_pair(certs_dir: Path, client_cert: Optional[Path],
     return cert, key
 
 
+def bundle_platform(certs_dir: Path) -> Optional[str]:
+    """The ``"platform"`` endpoints.json names (checked: an unknown one is 78), or None.
+
+    A missing or unreadable file says nothing here: load_bundle reports it with the right code.
+    """
+    from .platforms import platform_from_endpoints
+
+    path = Path(certs_dir) / ENDPOINTS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return platform_from_endpoints(doc, str(path))
+
+
 def load_bundle(
     certs_dir: Path,
     device_id: Optional[str] = None,
@@ -227,11 +242,15 @@ def load_bundle(
     ca_file: Optional[Path] = None,
     client_cert: Optional[Path] = None,
     client_key: Optional[Path] = None,
+    device_id_parser: Optional[Callable[[str, str], str]] = None,
+    public_ca: bool = False,
 ) -> Bundle:
     """Read and check every file of the bundle; overrides skip the file they replace.
 
     With a client certificate (the bundle's or the flags') api_key.txt is optional: mTLS
-    authenticates the device; a key that is there is sent too.
+    authenticates the device; a key that is there is sent too. ``device_id_parser`` checks the id
+    the platform's way (default: TESAIoT's UUID in the file, --device-id free-form); with ``public_ca`` a bundle without ca-chain.pem
+    trusts the system's store instead (still verified).
     """
     certs_dir = Path(certs_dir)
     if not certs_dir.is_dir():
@@ -245,9 +264,11 @@ def load_bundle(
         device = device_id.strip()
         if not device:
             raise ConfigError("--device-id is empty")
+        if device_id_parser is not None:
+            device = device_id_parser(device, "--device-id")
     else:
         path = certs_dir / DEVICE_ID_FILE
-        device = parse_device_id(_read_text(path, "the device id"), str(path))
+        device = (device_id_parser or parse_device_id)(_read_text(path, "the device id"), str(path))
     cert, key = _client_pair(certs_dir, client_cert, client_key)
     key_path = certs_dir / API_KEY_FILE
     api_key: Optional[str] = None
@@ -255,7 +276,10 @@ def load_bundle(
         api_key = parse_api_key(_read_text(key_path, "the API key"), str(key_path))
     if ca_file is None:
         ca_file = certs_dir / CA_FILE
-        _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
+        if public_ca and not ca_file.exists():
+            ca_file = None  # the system's trust store; --verbose says so
+        else:
+            _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
     warnings: List[str] = []
     if base_url is None:
         path = certs_dir / ENDPOINTS_FILE
@@ -270,7 +294,7 @@ def load_bundle(
         certs_dir=certs_dir,
         device_id=device,
         api_key=api_key,
-        ca_file=Path(ca_file),
+        ca_file=Path(ca_file) if ca_file is not None else None,
         base_url=url,
         warnings=tuple(warnings),
         client_cert=cert,

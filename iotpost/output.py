@@ -152,6 +152,11 @@ class SendRecord(NamedTuple):
     message: str
 
 
+# The version of every --json record's layout (README "JSON output"). Fields may be added within a
+# version; renaming, removing or changing the meaning of one makes the next version.
+JSON_SCHEMA = 1
+
+
 class Reporter:
     """Formats events for people (text), for CI (json) or not at all (quiet)."""
 
@@ -188,9 +193,11 @@ class Reporter:
         return value
 
     def json_line(self, obj: dict) -> None:
-        """One JSON Lines record; event records carry ``at``, the local time they were written."""
+        """One JSON Lines record, led by ``"schema"`` (JSON_SCHEMA); event records carry ``at``, the local
+        time they were written."""
+        obj = dict({"schema": JSON_SCHEMA}, **obj)
         if "event" in obj and "at" not in obj:
-            obj = dict(obj, at=local_iso(self.clock(), milliseconds=True))
+            obj["at"] = local_iso(self.clock(), milliseconds=True)
         value = self._redact_values(obj)
         text = json.dumps(value, ensure_ascii=False)
         try:

@@ -63,7 +63,7 @@ class Profile(NamedTuple):
         )
 
 
-def _api_key_header(name: str) -> Callable[[bytes, Credentials], Headers]:
+def api_key_header(name: str) -> Callable[[bytes, Credentials], Headers]:
     def auth(body: bytes, creds: Credentials) -> Headers:
         return [(name, creds.api_key)] if creds.api_key else []
 
@@ -84,7 +84,7 @@ def _tlink_auth(body: bytes, creds: Credentials) -> Headers:
     return [("X-TLink-Signature", tlink_signature(body, creds.hmac_secret))]
 
 
-TESAIOT = Profile("tesaiot", "/api/v1/telemetry", _api_key_header("X-API-KEY"),
+TESAIOT = Profile("tesaiot", "/api/v1/telemetry", api_key_header("X-API-KEY"),
                   auth_hint="check api_key.txt and device_id.txt: are they this device's current pair? "
                   "download the bundle again if the key was rotated",
                   names=SettingNames(url="--base-url / endpoints.json", ca="--ca-file / the bundle's ca-chain.pem",

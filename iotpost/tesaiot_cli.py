@@ -25,8 +25,10 @@ from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
-from .payloads import MedicalSignals, encode, iso_utc, make_payload
-from .profiles import TESAIOT, Credentials
+from .payloads import MedicalSignals, encode, iso_utc
+from .platforms import DEFAULT as DEFAULT_PLATFORM
+from .platforms import SENDING, Platform, load
+from .profiles import Credentials
 from .schedule import paced
 from .target import parse_target
 from .user_paths import user_path, user_path_or_stdin
@@ -38,33 +40,39 @@ SCRIPT_DIR = Path(__file__).resolve().parent.parent
 class TesaSettings(NamedTuple):
     certs_dir: Path
     base_url: Optional[str]
-    endpoint: str
+    endpoint: Optional[str]  # None: the platform's own
     device_id: Optional[str]
     ca_file: Optional[Path]
     data: Optional[str]
     data_file: Optional[str]
     common: CommonSettings
     tls: TLSSettings = TLSSettings()
+    platform: Optional[str] = None  # None: the bundle's endpoints.json "platform", else tesaiot
+    metadata: Optional[dict] = None
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(prog: str = PROG) -> ArgumentParser:
     p = ArgumentParser(
-        prog=PROG,
-        description="Send telemetry to the TESAIoT platform over verified HTTPS (Server-TLS with X-API-KEY, "
-        "or mTLS with the bundle's client certificate).",
+        prog=prog,
+        description="Send telemetry over verified HTTPS: to TESAIoT (Server-TLS with X-API-KEY, or mTLS with the "
+        "bundle's client certificate), IoTFlow or the IoT Connectivity Layer (X-API-Key).",
         epilog="exit codes: 0 delivered, 2 usage, 65 bad data/rejected payload, 66 credential file "
         "missing, 75 temporary failure (retry later), 77 credentials rejected, 78 configuration or "
         "TLS certificate problem, 130/143 interrupted. See README.md.",
     )
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
     b = p.add_argument_group("platform and bundle")
+    b.add_argument("--platform", choices=SENDING, default=None,
+                   help="payload shape, endpoint and auth header (default: the bundle's endpoints.json "
+                   "\"platform\", else %s)" % DEFAULT_PLATFORM)
     b.add_argument("--certs-dir", type=user_path, default=None, metavar="DIR",
                    help="credential bundle folder (default: $%s, else certs_credentials/ beside this script)"
                    % CERTS_DIR_ENV)
     b.add_argument("--base-url", default=None, metavar="URL",
                    help="override the ingest base URL (default: from endpoints.json)")
-    b.add_argument("--endpoint", default=TESAIOT.endpoint, metavar="PATH",
-                   help="API endpoint path (default: %s)" % TESAIOT.endpoint)
+    b.add_argument("--endpoint", default=None, metavar="PATH",
+                   help="API endpoint path (default: the platform's: /api/v1/telemetry; connectivity "
+                   "/api/v1/devices/telemetry)")
     b.add_argument("--device-id", default=None, metavar="ID", help="override the device id (default: device_id.txt)")
     b.add_argument("--ca-file", type=user_path, default=None, metavar="PEM",
                    help="CA that verifies the platform's server (default: the bundle's ca-chain.pem, "
@@ -74,13 +82,15 @@ def build_parser() -> ArgumentParser:
     src.add_argument("--data", default=None, metavar="JSON", help="a JSON object to send as `data`")
     src.add_argument("--data-file", type=user_path_or_stdin, default=None, metavar="PATH",
                      help="a JSON object, or JSON Lines (one payload per line); '-' streams stdin line by line")
+    d.add_argument("--metadata", default=None, metavar="JSON",
+                   help="a JSON object sent as every payload's `metadata` (iotflow, connectivity)")
     add_tls_arguments(p)
     add_sending_arguments(p)
     return p
 
 
-def settings_from_args(argv: List[str]) -> TesaSettings:
-    ns = build_parser().parse_args(argv)
+def settings_from_args(argv: List[str], prog: str = PROG) -> TesaSettings:
+    ns = build_parser(prog).parse_args(argv)
     common = common_settings(ns)
     if common.flush_spool and (ns.data or ns.data_file):
         raise UsageError("--flush-spool sends only what is spooled; it takes no --data/--data-file")
@@ -94,14 +104,23 @@ def settings_from_args(argv: List[str]) -> TesaSettings:
         data_file=ns.data_file,
         common=common,
         tls=tls_settings(ns),
+        platform=ns.platform,
+        metadata=_metadata(ns.metadata),
     )
 
 
-def _payload(device_id: str, item: DataItem, env: Environment) -> bytes:
-    return encode(make_payload(device_id, item.data, item.timestamp or iso_utc(reading_time(env))))
+def _metadata(text: Optional[str]) -> Optional[dict]:
+    """--metadata: a JSON object, checked before anything is sent (2 when it is not one)."""
+    if text is None:
+        return None
+    try:
+        value = parse_data_arg(text).data
+    except InputDataError as exc:
+        raise UsageError("--metadata: " + exc.message.replace("--data", "the value")) from None
+    return value
 
 
-def body_source(s: TesaSettings, device_id: str):
+def body_source(s: TesaSettings, device_id: str, platform: Platform):
     """Check the data options now (nothing sent if they are bad); return a factory of payloads."""
     c = s.common
     fixed: Optional[DataItem] = None
@@ -114,6 +133,10 @@ def body_source(s: TesaSettings, device_id: str):
             fixed = items[0]
         else:
             lines = items
+
+    def _payload(device_id: str, item: DataItem, env: Environment) -> bytes:
+        stamp = item.timestamp or iso_utc(reading_time(env))
+        return encode(platform.make_body(device_id, item.data, s.metadata, stamp))
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
         if s.data_file == "-":
@@ -133,16 +156,32 @@ def body_source(s: TesaSettings, device_id: str):
     return make
 
 
-def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None) -> int:
+def choose_platform(s: TesaSettings) -> Platform:
+    """--platform, else the bundle's endpoints.json "platform", else TESAIoT; --metadata only where it fits."""
+    from .bundle import bundle_platform
+
+    name = s.platform or bundle_platform(s.certs_dir)
+    platform = load(name or DEFAULT_PLATFORM)
+    if s.metadata is not None and not platform.takes_metadata:
+        raise UsageError("--metadata is not part of %s's telemetry contract" % platform.name,
+                         hint="choose --platform iotflow or connectivity, or put the values in --data")
+    return platform
+
+
+def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None, prog: str = PROG) -> int:
     protect_std_streams()  # an ascii or cp874 console must not crash a run (argparse's help included)
-    s = settings_from_args(argv)
+    s = settings_from_args(argv, prog)
     c = s.common
     env = env or Environment()
-    reporter = make_reporter(PROG, c, env, secrets)
+    reporter = make_reporter(prog, c, env, secrets)
     if is_spool_command(c):
         return spool_report(c, reporter, env)
+    platform = choose_platform(s)
+    profile = platform.profile
     bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url, ca_file=s.ca_file,
-                         client_cert=s.tls.client_cert, client_key=s.tls.client_key)
+                         client_cert=s.tls.client_cert, client_key=s.tls.client_key,
+                         device_id_parser=None if platform.name == DEFAULT_PLATFORM else platform.parse_device_id,
+                         public_ca=platform.public_ca)
     if bundle.api_key:
         secrets.append(bundle.api_key)  # the reporter redacts it from here on
     from .transport import proxy_secrets
@@ -150,17 +189,18 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     secrets.extend(proxy_secrets(c.proxy, os.environ))  # a proxy password, redacted the same way
     for warning in bundle.warnings:
         reporter.warn(warning)
-    target = parse_target(bundle.base_url, s.endpoint, allow_http=c.allow_http, names=TESAIOT.names)
+    target = parse_target(bundle.base_url, s.endpoint or profile.endpoint, allow_http=c.allow_http,
+                          names=profile.names)
     refuse_tls_flags_over_http(target, s.tls)
     # A bad CA file, client certificate or key fails here, before anything is sent.
     ctx = make_ssl_context(bundle.ca_file, s.tls, bundle.client_cert, bundle.client_key, reporter, secrets)
-    make_bodies = body_source(s, bundle.device_id)
+    make_bodies = body_source(s, bundle.device_id, platform)
     creds = Credentials(api_key=bundle.api_key)
-    return send_all(c, TESAIOT, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
+    return send_all(c, profile, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    return run(_main, argv, PROG)
+def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
+    return run(lambda args, secrets: _main(args, secrets, prog=prog), argv, prog)
 
 
 if __name__ == "__main__":

@@ -109,9 +109,9 @@ def _sensors_from_args(sensors: Optional[List[SensorSpec]]) -> Tuple[SensorSpec,
     return tuple(sensors)
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(prog: str = PROG) -> ArgumentParser:
     p = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Send TLINK push-protocol payloads to a webhook over verified HTTPS, signed with "
         "HMAC-SHA256 (X-TLink-Signature) when a secret is set.",
         epilog="secret: --secret-file PATH or the %s environment variable (never a flag). "
@@ -164,9 +164,9 @@ def read_secret(path: Optional[Path], environ: dict) -> Optional[bytes]:
     return value.encode("utf-8") if value else None
 
 
-def settings_from_args(argv: List[str], environ: Optional[dict] = None) -> TlinkSettings:
+def settings_from_args(argv: List[str], environ: Optional[dict] = None, prog: str = PROG) -> TlinkSettings:
     env = os.environ if environ is None else environ
-    ns = build_parser().parse_args(argv)
+    ns = build_parser(prog).parse_args(argv)
     common = common_settings(ns, env)
     if (ns.replay or ns.data_file) and common.flush_spool:
         raise UsageError("--flush-spool sends only what is spooled; it takes no --replay/--data-file")
@@ -262,12 +262,12 @@ def body_source(s: TlinkSettings, replayed: Optional[List[bytes]], data_stream: 
     return make
 
 
-def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None) -> int:
+def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None, prog: str = PROG) -> int:
     protect_std_streams()  # an ascii or cp874 console must not crash a run (argparse's help included)
-    s = settings_from_args(argv)
+    s = settings_from_args(argv, prog=prog)
     c = s.common
     env = env or Environment()
-    reporter = make_reporter(PROG, c, env, secrets)
+    reporter = make_reporter(prog, c, env, secrets)
     if is_spool_command(c):
         return spool_report(c, reporter, env)
     # A world-writable secret file is refused (78) before it is read; a readable one is warned about.
@@ -296,8 +296,8 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     return send_all(c, TLINK, creds, target, s.ca_file, make, reporter, env, ctx)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    return run(_main, argv, PROG)
+def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
+    return run(lambda args, secrets: _main(args, secrets, prog=prog), argv, prog)
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ class DropRequeueTests(SenderTestCase):
         record = json.loads(proc.stdout)
         self.assertIn("at", record)  # every JSON event says when it was written
         del record["at"]
-        self.assertEqual(record, {"event": "spool_drop", "id": first_id, "spool": str(spool)})
+        self.assertEqual(record, {"schema": 1, "event": "spool_drop", "id": first_id, "spool": str(spool)})
         self.assertEqual(keys_in_spool(spool), keys[1:])
         twin.come_back()
         self.assertEqual(self.send(bundle, "--flush-spool", "--spool", spool).returncode, 0)

@@ -39,6 +39,9 @@ ONE_COMMAND = {
     ("bundle.py", "_read_text"): "post_https_sample.py",
     ("bundle.py", "parse_endpoints"): "post_https_sample.py",
     ("bundle.py", "load_bundle"): "post_https_sample.py",
+    ("platforms/__init__.py", "platform_from_endpoints"): "post_https_sample.py",
+    ("platforms/__init__.py", "parse"): "post_https_sample.py",
+    ("tesaiot_cli.py", "choose_platform"): "post_https_sample.py",
 }
 
 

@@ -241,7 +241,7 @@ class JsonModeTest(ReporterTestCase):
         r = self.reporter("json")
         r.sent(record())
         doc = self.pop_at(json.loads(self.out.getvalue()))
-        self.assertEqual(doc, {"event": "send", "seq": 1, "ok": True, "status": 202, "latency_ms": 12.3,
+        self.assertEqual(doc, {"schema": 1, "event": "send", "seq": 1, "ok": True, "status": 202, "latency_ms": 12.3,
                                "attempts": 1, "message": "accepted", "idempotency_key": KEY})
 
     def test_no_status_no_latency(self) -> None:
@@ -256,9 +256,16 @@ class JsonModeTest(ReporterTestCase):
         r.retrying(2, "timeout", 1.23456, 3, 4)
         r.summary({"accepted": 0, "exit_code": 75})
         retry, summary = [self.pop_at(json.loads(line)) for line in self.out.getvalue().splitlines()]
-        self.assertEqual(retry, {"event": "retry", "seq": 2, "reason": "timeout", "delay_s": 1.235,
+        self.assertEqual(retry, {"schema": 1, "event": "retry", "seq": 2, "reason": "timeout", "delay_s": 1.235,
                                  "next_attempt": 3, "max_attempts": 4})
-        self.assertEqual(summary, {"event": "summary", "accepted": 0, "exit_code": 75})
+        self.assertEqual(summary, {"schema": 1, "event": "summary", "accepted": 0, "exit_code": 75})
+
+    def test_every_record_leads_with_the_schema_version(self) -> None:
+        r = self.reporter("json")
+        r.json_line({"event": "custom", "n": 1})
+        r.json_line({"id": 3})  # a dead letter row: no event, still versioned
+        for line in self.out.getvalue().splitlines():
+            self.assertTrue(line.startswith('{"schema": 1, '), line)
 
     def test_dry_run_body_is_decoded(self) -> None:
         r = self.reporter("json")

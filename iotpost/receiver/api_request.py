@@ -44,6 +44,27 @@ class ApiRequest(NamedTuple):
     client_cert: bool = False  # the connection presented a client certificate the twin verified (mTLS)
 
 
+class Route(NamedTuple):
+    """A path pattern (its groups are the arguments after the ApiRequest) and a function per method.
+
+    Each platform module has its own ``ROUTES`` list of these; ``routes.ROUTES`` joins them. Where two
+    platforms share a path (TESAIoT and IoTFlow both take ``POST /api/v1/telemetry``), ``claims``
+    says whether this platform answers the request (by whose key it carries); if not, the next
+    route with the same pattern is tried.
+    """
+
+    pattern: "re.Pattern[str]"
+    methods: Dict[str, Callable[..., Any]]  # method -> (ApiRequest, *path segments) -> Reply
+    flask_json: bool = False  # answers rendered like a Flask reference's jsonify (TLINK)
+    claims: Optional[Callable[["ApiRequest"], bool]] = None  # None: every request on this path
+
+
+def route(pattern: str, flask_json: bool = False, claims: Optional[Callable[["ApiRequest"], bool]] = None,
+          **methods: Callable[..., Any]) -> Route:
+    """``route("/api/v1/things/([^/]+)", GET=get_thing)``: the pattern must match the whole path."""
+    return Route(re.compile("^" + pattern + "$"), methods, flask_json, claims)
+
+
 def media_type(content_type: Optional[str]) -> str:
     """``application/json; charset=utf-8`` -> ``application/json``."""
     return (content_type or "").split(";", 1)[0].strip().lower()

@@ -117,12 +117,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The receiver's flags."""
     from ..argparser import ArgumentParser
 
     parser = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Local twin of the TESAIoT and TLINK device-facing HTTPS endpoints, for testing the senders.",
     )
     parser.add_argument("--host", default=None,
@@ -245,7 +245,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
                           % (where, exc.strerror or exc)) from None
 
 
-def serve(args: List[str], secrets: List[str]) -> int:
+def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
     """The body run by cli_run.run: start, announce, wait for a signal, stop cleanly (exit 0)."""
     import threading
     import time
@@ -253,7 +253,7 @@ def serve(args: List[str], secrets: List[str]) -> int:
     from ..console import protect_std_streams
 
     protect_std_streams()
-    ns = build_parser().parse_args(args)  # usage errors: argparse exits 2, run() passes it on
+    ns = build_parser(prog).parse_args(args)  # usage errors: argparse exits 2, run() passes it on
     settings = settings_from_args(ns)
     twin = _start(settings, secrets)
     try:
@@ -285,8 +285,8 @@ def serve(args: List[str], secrets: List[str]) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of receiver.py."""
+def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
+    """Entry point of receiver.py and `iotpost receiver`."""
     from ..cli_run import run
 
-    return run(serve, argv, prog=PROG)
+    return run(lambda args, secrets: serve(args, secrets, prog), argv, prog=prog)

@@ -21,6 +21,7 @@ from .api_request import (
     parse_json_body,
     query_int,
     query_text,
+    route,
 )
 from .replies import INVALID_API_KEY, Json, Reply, error_reply, validation_error
 from .store import IdempotencyKeyReused, parse_iso8601, parse_start_time
@@ -133,3 +134,12 @@ def get_history(request: ApiRequest, device_id: str) -> Reply:
     records = store.history(device_id, limit=limit, start=start)
     return Reply(200, {"device_id": device_id, "count": len(records),
                        "telemetry": [r.as_json() for r in records]})
+
+
+_SEGMENT = r"([^/]+)"
+ROUTES = [
+    route("/health", GET=get_health),
+    route("/api/v1/telemetry", POST=post_telemetry),
+    route("/api/v1/telemetry/%s/latest" % _SEGMENT, GET=get_latest),
+    route("/api/v1/telemetry/%s" % _SEGMENT, GET=get_history),
+]

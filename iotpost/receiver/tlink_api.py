@@ -22,6 +22,7 @@ from .api_request import (
     parse_json_body,
     query_int,
     query_text,
+    route,
 )
 from .replies import Json, Reply, error_reply
 
@@ -214,3 +215,16 @@ def _one_device(request: ApiRequest, device_id: str, read: Callable[[int], Optio
     number = _device_number(device_id)
     answer = None if number is None else read(number)
     return error_reply(404, "Device not found") if answer is None else Reply(200, answer)
+
+
+_SEGMENT = r"([^/]+)"
+ROUTES = [
+    route("/api/webhooks/tlink", flask_json=True, POST=post_webhook),
+    route("/api/users/%s/devices" % _SEGMENT, flask_json=True, GET=get_devices),
+    route("/api/users/%s/devices/%s/latest" % (_SEGMENT, _SEGMENT), flask_json=True, GET=get_latest),
+    route("/api/users/%s/devices/%s/history" % (_SEGMENT, _SEGMENT), flask_json=True, GET=get_history),
+    route("/api/devices", flask_json=True, GET=get_reference_devices),
+    # \d+ as Flask's <int:deviceId>: anything else (a sign, a letter) is not this route, so a 404
+    route(r"/api/devices/(\d+)/latest", flask_json=True, GET=get_reference_latest),
+    route(r"/api/devices/(\d+)/history", flask_json=True, GET=get_reference_history),
+]

@@ -1,0 +1,27 @@
+"""TESAIoT, Server-TLS mode: ``POST /api/v1/telemetry`` ``{"device_id", "timestamp", "data"}`` with ``X-API-KEY``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..bundle import parse_device_id
+from ..payloads import make_payload
+from ..profiles import TESAIOT
+from . import Json, Platform
+
+
+def make_body(device_id: str, data: Json, metadata: Optional[Json], timestamp: str) -> Json:
+    """The seed's body; TESAIoT's contract has no metadata (the CLI refuses --metadata for it)."""
+    return make_payload(device_id, data, timestamp)
+
+
+PLATFORM = Platform(
+    name="tesaiot",
+    profile=TESAIOT,
+    make_body=make_body,
+    parse_device_id=parse_device_id,
+    takes_metadata=False,
+    health_path="/health",
+    latest_path=lambda device_id: "/api/v1/telemetry/%s/latest" % device_id,
+    history_path=lambda device_id: "/api/v1/telemetry/%s" % device_id,
+)
