@@ -27,7 +27,8 @@ ENDPOINTS_FILE = "endpoints.json"
 CLIENT_CERT_FILE = "client_cert.pem"
 CLIENT_KEY_FILE = "client_key.pem"
 ENDPOINT_KEYS = ("ingest_base_url", "api_base_url")  # read in this order
-CERTS_DIR_ENV = "TESAIOT_CERTS_DIR"
+CERTS_DIR_ENV = "IOTPOST_CERTS_DIR"  # every command's name for it
+LEGACY_CERTS_DIR_ENV = "TESAIOT_CERTS_DIR"  # post_https_sample.py's, still read when the other is not set
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DOWNLOAD_HINT = "download the Server-TLS bundle for this device from the platform again"
@@ -51,9 +52,9 @@ class Bundle(NamedTuple):
 
 
 def default_certs_dir(script_dir: Path, environ: Optional[dict] = None) -> Path:
-    """The bundle folder: $TESAIOT_CERTS_DIR if set, else certs_credentials/ beside the script."""
+    """The bundle folder: $IOTPOST_CERTS_DIR (or $TESAIOT_CERTS_DIR) if set, else certs_credentials/ beside the script."""
     env = os.environ if environ is None else environ
-    configured = env.get(CERTS_DIR_ENV, "").strip()
+    configured = env.get(CERTS_DIR_ENV, "").strip() or env.get(LEGACY_CERTS_DIR_ENV, "").strip()
     return user_path(configured) if configured else script_dir / "certs_credentials"
 
 

@@ -220,7 +220,7 @@ def refuse_tls_flags_over_http(target: Target, t: TLSSettings) -> None:
         raise UsageError("--pin-sha256 and --client-cert need an https:// URL")
 
 
-def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path], client_key: Optional[Path],
+def make_ssl_context(ca_file: Optional[Path], t: TLSSettings, client_cert: Optional[Path], client_key: Optional[Path],
                      reporter: Reporter, secrets: List[str],
                      environ: Optional[Mapping[str, str]] = None) -> "ssl.SSLContext":
     """The verifying client context with the client certificate and pins; a bad file fails here, before
@@ -238,6 +238,8 @@ def make_ssl_context(ca_file: Path, t: TLSSettings, client_cert: Optional[Path],
             secrets.append(password.decode("utf-8", "replace"))  # redacted from here on
     ctx = build_ssl_context(ca_file, client_cert, client_key, password=password, pins=t.pins)
     if reporter.verbose:
+        trust = ca_file if ca_file is not None else "the system's trust store (the bundle has no ca-chain.pem)"
+        write_line(reporter.stderr, reporter.redact("* trusting: %s\n" % trust))
         def show(pin: str, version: str) -> None:
             line = "* %s; server public key pin: sha256//%s%s" % (
                 version, pin, " (matches --pin-sha256)" if t.pins else "")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -68,8 +68,12 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     b.add_argument("--certs-dir", type=user_path, default=None, metavar="DIR",
                    help="credential bundle folder (default: $%s, else certs_credentials/ beside this script)"
                    % CERTS_DIR_ENV)
-    b.add_argument("--base-url", default=None, metavar="URL",
-                   help="override the ingest base URL (default: from endpoints.json)")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--base-url", default=None, metavar="URL",
+                       help="override the ingest base URL (default: from endpoints.json)")
+    where.add_argument("--url", default=None, metavar="URL",
+                       help="the whole telemetry URL, base and path in one (as iotpost tlink takes it); "
+                       "replaces --base-url and --endpoint")
     b.add_argument("--endpoint", default=None, metavar="PATH",
                    help="API endpoint path (default: the platform's: /api/v1/telemetry; connectivity "
                    "/api/v1/devices/telemetry)")
@@ -92,12 +96,17 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
 def settings_from_args(argv: List[str], prog: str = PROG) -> TesaSettings:
     ns = build_parser(prog).parse_args(argv)
     common = common_settings(ns)
+    base_url, endpoint = ns.base_url, ns.endpoint
+    if ns.url is not None:
+        if ns.endpoint is not None:
+            raise UsageError("--url is the whole URL: give it without --endpoint (or use --base-url and --endpoint)")
+        base_url, endpoint = split_url(ns.url)
     if common.flush_spool and (ns.data or ns.data_file):
         raise UsageError("--flush-spool sends only what is spooled; it takes no --data/--data-file")
     return TesaSettings(
         certs_dir=ns.certs_dir if ns.certs_dir is not None else default_certs_dir(SCRIPT_DIR),
-        base_url=ns.base_url,
-        endpoint=ns.endpoint,
+        base_url=base_url,
+        endpoint=endpoint,
         device_id=ns.device_id,
         ca_file=ns.ca_file,
         data=ns.data,
@@ -109,10 +118,27 @@ def settings_from_args(argv: List[str], prog: str = PROG) -> TesaSettings:
     )
 
 
+def split_url(url: str) -> Tuple[str, Optional[str]]:
+    """--url https://host/api/v1/telemetry -> ("https://host", "/api/v1/telemetry"); no path: the platform's."""
+    from urllib.parse import urlsplit
+
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text, None  # parse_target reports it with the usual wording
+    path = parts.path + ("?" + parts.query if parts.query else "")
+    if path in ("", "/"):
+        return text, None
+    return text[: len(text) - len(path)] if text.endswith(path) else text, path
+
+
 def _metadata(text: Optional[str]) -> Optional[dict]:
     """--metadata: a JSON object, checked before anything is sent (2 when it is not one)."""
     if text is None:
         return None
+    if text.strip() == "{}":
+        return {}  # no metadata is a fine thing to say (data, unlike metadata, may not be empty)
     try:
         value = parse_data_arg(text).data
     except InputDataError as exc:

@@ -121,8 +121,12 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     )
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
     w = p.add_argument_group("webhook")
-    w.add_argument("--url", default=None, metavar="URL",
-                   help="webhook URL (default: $%s, else the local twin %s)" % (URL_ENV, DEFAULT_URL))
+    where = w.add_mutually_exclusive_group()
+    where.add_argument("--url", default=None, metavar="URL",
+                       help="webhook URL (default: $%s, else the local twin %s)" % (URL_ENV, DEFAULT_URL))
+    where.add_argument("--base-url", default=None, metavar="URL",
+                       help="the receiver's base URL, as every iotpost command takes it: %s is appended"
+                       % TLINK.endpoint)
     w.add_argument("--ca-file", type=user_path, default=None, metavar="PEM",
                    help="CA that verifies the webhook's server (default: the bundle's %s)" % CA_FILE)
     w.add_argument("--secret-file", type=user_path, default=None, metavar="PATH",
@@ -164,6 +168,13 @@ def read_secret(path: Optional[Path], environ: dict) -> Optional[bytes]:
     return value.encode("utf-8") if value else None
 
 
+def _from_base(base_url: Optional[str]) -> Optional[str]:
+    """--base-url https://host:8443 -> https://host:8443/api/webhooks/tlink (the path every receiver uses)."""
+    if base_url is None or not base_url.strip():
+        return None
+    return base_url.strip().rstrip("/") + TLINK.endpoint
+
+
 def settings_from_args(argv: List[str], environ: Optional[dict] = None, prog: str = PROG) -> TlinkSettings:
     env = os.environ if environ is None else environ
     ns = build_parser(prog).parse_args(argv)
@@ -172,7 +183,7 @@ def settings_from_args(argv: List[str], environ: Optional[dict] = None, prog: st
         raise UsageError("--flush-spool sends only what is spooled; it takes no --replay/--data-file")
     ca = ns.ca_file if ns.ca_file is not None else default_certs_dir(SCRIPT_DIR, env) / CA_FILE
     return TlinkSettings(
-        url=ns.url or env.get(URL_ENV, "").strip() or DEFAULT_URL,
+        url=ns.url or _from_base(ns.base_url) or env.get(URL_ENV, "").strip() or DEFAULT_URL,
         ca_file=ca,
         secret_file=ns.secret_file,
         device=_device_from_args(ns),

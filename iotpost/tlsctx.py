@@ -32,17 +32,21 @@ class ClientContext(ssl.SSLContext):
 
 
 def build_ssl_context(
-    cafile: Path,
+    cafile: Optional[Path],
     certfile: Optional[Path] = None,
     keyfile: Optional[Path] = None,
     password: Optional[bytes] = None,
     pins: Sequence[str] = (),
 ) -> ClientContext:
-    """A client context trusting only ``cafile``; a client certificate is optional (mTLS)."""
+    """A client context trusting only ``cafile`` (None: the system's trust store, for a platform behind a
+    public CA; verification and the name check stay on); a client certificate is optional (mTLS)."""
     ctx = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_verify_locations(cafile=str(cafile))
+        if cafile is None:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        else:
+            ctx.load_verify_locations(cafile=str(cafile))
     except FileNotFoundError:
         from .errors import CredentialMissing
 
@@ -322,6 +326,12 @@ def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path],
             return TLSVerifyError(
                 "the server's certificate is not yet valid, while verifying the server %s" % where,
                 hint="check this machine's clock (a Raspberry Pi without RTC may boot in 1970)",
+            )
+        if not cafile:
+            return TLSVerifyError(
+                "the server's certificate is not signed by a CA this system trusts (%s), while verifying the "
+                "server %s (the bundle has no ca-chain.pem, so the system's trust store was used)" % (detail, where),
+                hint="put the platform's CA in the bundle as ca-chain.pem, or give it with %s" % names.ca,
             )
         return TLSVerifyError(
             "the server's certificate is not signed by %s (%s), while verifying the server %s"

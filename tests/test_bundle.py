@@ -335,7 +335,13 @@ class DefaultCertsDirTest(unittest.TestCase):
                          Path("/etc/iotpost/certs"))
 
     def test_env_name(self) -> None:
-        self.assertEqual(CERTS_DIR_ENV, "TESAIOT_CERTS_DIR")
+        self.assertEqual(CERTS_DIR_ENV, "IOTPOST_CERTS_DIR")
+
+    def test_the_seed_scripts_name_still_works_and_the_new_one_wins(self) -> None:
+        script = Path("/opt/iotpost")
+        self.assertEqual(default_certs_dir(script, {"TESAIOT_CERTS_DIR": "/etc/old"}), Path("/etc/old"))
+        self.assertEqual(default_certs_dir(script, {"TESAIOT_CERTS_DIR": "/etc/old", CERTS_DIR_ENV: "/etc/new"}),
+                         Path("/etc/new"))
 
 
 if __name__ == "__main__":
