@@ -75,6 +75,48 @@ class ImportTests(unittest.TestCase):
             self.assertNotIn(heavy, loaded)
 
 
+def import_graph(package_dir) -> dict:
+    """module -> the sibling modules it imports (at the top or inside a function), from the source."""
+    import ast
+
+    graph = {}
+    for path in sorted(package_dir.glob("*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        graph[path.stem] = deps
+    return graph
+
+
+def cycles(graph: dict) -> list:
+    """Pairs (a, b) where a imports b and b leads back to a."""
+    def leads_to(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            here = todo.pop()
+            if here == goal:
+                return True
+            if here not in seen:
+                seen.add(here)
+                todo.extend(graph.get(here, ()))
+        return False
+
+    return sorted((a, b) for a in graph for b in graph[a] if b != a and leads_to(b, a))
+
+
+class LayeringTests(unittest.TestCase):
+    def test_the_twin_modules_import_in_one_direction(self):
+        # a platform module, the handler or a storage module importing its importer back makes the
+        # twin a knot where adding a platform touches everything (issue 10)
+        graph = import_graph(PROJECT_ROOT / "iotpost" / "receiver")
+        self.assertEqual(cycles(graph), [])
+
+    def test_the_cycle_check_sees_a_cycle(self):
+        self.assertEqual(cycles({"store": {"tlink_store"}, "tlink_store": {"store"}, "clock": set()}),
+                         [("store", "tlink_store"), ("tlink_store", "store")])
+
+
 class SourceTests(unittest.TestCase):
     def test_every_source_compiles_without_warnings(self):
         # An invalid escape in a docstring is a SyntaxWarning on 3.12+ that lands on users' stderr.

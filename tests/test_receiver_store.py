@@ -10,12 +10,8 @@ import sqlite3
 import threading
 import unittest
 
-from iotpost.receiver.store import (
-    IdempotencyKeyReused,
-    TelemetryStore,
-    parse_iso8601,
-    parse_start_time,
-)
+from iotpost.receiver.clock import parse_iso8601, parse_start_time
+from iotpost.receiver.store import IdempotencyKeyReused, TelemetryStore
 from iotpost.receiver.tlink_store import parse_tlink_time, validate_tlink_push
 from tests.twin_support import temp_dir
 

@@ -26,17 +26,41 @@ import socket
 import struct
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__
 from .faults import FaultPlan, status_fault
 from .replies import Reply, error_reply
-from .request_log import SeenRequest
+from .request_log import SeenRequest, SeenRequests
 from .routes import dispatch, server_error
 
-if TYPE_CHECKING:
-    from .server import _TwinHTTPServer
+
+class TwinState(Protocol):
+    """What a handler reads from the twin that owns it (server.TwinServer is one). Declared here, so the
+    handler does not import the server back."""
+
+    faults: FaultPlan
+    handler_timeout: float
+    head_timeout: float
+    max_body: int
+    requests: SeenRequests
+    store: Any  # store.TelemetryStore
+    tlink_secret: Optional[bytes]
+
+    def log(self, line: str) -> None: ...
+
+    def pause(self, seconds: float) -> bool: ...
+
+    def watch(self, sock: socket.socket, deadline: float) -> None: ...
+
+    def unwatch(self, sock: socket.socket) -> None: ...
+
+
+class TwinHTTPServer(Protocol):
+    """The http.server instance a handler is given: it carries the twin."""
+
+    twin: TwinState
 
 _LINGER_SECONDS = 2.0  # how long to drain an unread body after an early answer (413, 411)
 _LINGER_BYTES = 64 * 1024 * 1024  # ...and how much of it, at most (read and dropped, never kept)
@@ -78,7 +102,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     server_version = "iotpost-twin/" + __version__
     sys_version = ""
     default_request_version = "HTTP/1.1"  # so even an unparseable request gets a status line
-    server: "_TwinHTTPServer"
+    server: TwinHTTPServer  # type: ignore[assignment]
 
     def setup(self) -> None:
         self.timeout = self.server.twin.handler_timeout

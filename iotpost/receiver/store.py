@@ -19,18 +19,16 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
-from ..payloads import parse_iso8601  # one parser for sender and twin
+from .clock import iso_utc, parse_iso8601
 from .tlink_store import TLINK_SCHEMA, TlinkTables, upgrade_tlink_schema
 
 Json = Dict[str, Any]
-UTC = _dt.timezone.utc
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -56,23 +54,6 @@ CREATE TABLE IF NOT EXISTS telemetry (
 );
 CREATE INDEX IF NOT EXISTS telemetry_by_device_time ON telemetry (device_id, ts_epoch);
 """
-
-_RELATIVE = re.compile(r"^-(\d+)([smhdw])$", re.ASCII)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_start_time(text: str, now: _dt.datetime) -> _dt.datetime:
-    """A start_time filter: ISO 8601, or relative to ``now`` like ``-90s``, ``-30m``, ``-1h``, ``-7d``."""
-    match = _RELATIVE.match(text.strip())
-    if match:
-        return now - _dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    return parse_iso8601(text.strip())
-
-
-def iso_utc(epoch: float) -> str:
-    """The server's clock as ISO 8601 UTC with an explicit +00:00 (what the platform answers)."""
-    return _dt.datetime.fromtimestamp(epoch, tz=UTC).isoformat()
-
 
 def key_digest(api_key: str) -> bytes:
     """What we keep of an API key: its SHA-256 (compared in constant time)."""

@@ -24,7 +24,8 @@ from .api_request import (
     route,
 )
 from .replies import INVALID_API_KEY, Json, Reply, error_reply, validation_error
-from .store import IdempotencyKeyReused, parse_iso8601, parse_start_time
+from .clock import parse_iso8601, parse_start_time
+from .store import IdempotencyKeyReused
 
 MAX_IDEMPOTENCY_KEY = 255
 

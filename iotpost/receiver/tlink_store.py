@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
+from .clock import iso_utc, parse_iso8601
 from .tlink_limits import as_integer, as_varchar, loose_integer, stored_device_no, why_reference_fails
 
 Json = Dict[str, Any]
@@ -175,8 +176,6 @@ def parse_tlink_time(text: str) -> str:
     An ISO time with an offset is converted to UTC (the clock the twin falls back to); times
     without a zone are taken as they are. Raises ValueError.
     """
-    from .store import parse_iso8601
-
     text = text.strip()
     try:
         return format_tlink_time(_dt.datetime.strptime(text, TLINK_TIME_FORMAT))
@@ -261,8 +260,6 @@ class TlinkTables:
         the readings not already stored. Device and sensor details (last flag, push time, latest
         value...) are updated by every push, a duplicate too, as the reference's upserts do.
         """
-        from .store import iso_utc
-
         problem = validate_tlink_push(push)
         if problem is not None:
             raise ValueError(problem)
