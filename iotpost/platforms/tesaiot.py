@@ -22,6 +22,5 @@ PLATFORM = Platform(
     parse_device_id=parse_device_id,
     takes_metadata=False,
     health_path="/health",
-    latest_path=lambda device_id: "/api/v1/telemetry/%s/latest" % device_id,
-    history_path=lambda device_id: "/api/v1/telemetry/%s" % device_id,
+    # No documented device read API (the twin's /api/v1/telemetry/{id} reads are a test aid only).
 )
