@@ -21,6 +21,6 @@ PLATFORM = Platform(
     make_body=make_body,
     parse_device_id=parse_device_id,
     takes_metadata=False,
-    health_path="/health",
-    # No documented device read API (the twin's /api/v1/telemetry/{id} reads are a test aid only).
+    # No documented health check or device read API (the twin's /health and /api/v1/telemetry/{id}
+    # reads are test aids only).
 )
