@@ -99,7 +99,7 @@ def junit_tree(v: Verdict):
                              time="%.3f" % seconds)
         if status == FAILED:
             failure = ET.SubElement(case, "failure", message=_one_line(message), type="SmokeFailure")
-            failure.text = message
+            failure.text = xml_safe(message)
         elif status == SKIPPED:
             ET.SubElement(case, "skipped", message=_one_line(message))
     return ET.ElementTree(root)
@@ -112,8 +112,14 @@ def _reading_message(r: Reading) -> str:
     return ("%s: %s" % (r.message, diffs)) if r.message else diffs
 
 
+def xml_safe(text: str) -> str:
+    """Characters XML 1.0 cannot hold (control codes a server's message may carry) as \\xNN: the file must parse."""
+    return "".join(ch if ch in "\t\n\r" or (" " <= ch <= "\ud7ff") or ("\ue000" <= ch <= "\ufffd")
+                   or ch >= "\U00010000" else "\\x%02x" % ord(ch) for ch in text)
+
+
 def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
+    line = " ".join(xml_safe(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
