@@ -304,14 +304,6 @@ class LoginLimitTest(ThermaCoreCase):
 
 
 class HealthTest(ThermaCoreCase):
-    def test_health_keeps_tesaiot_fields_and_adds_thermacore_service_and_timestamp(self) -> None:
-        reply = self.call("GET", "/health")
-        self.assertEqual(reply.status, 200)
-        self.assertEqual(reply.body["status"], "healthy")
-        self.assertIn("version", reply.body)
-        self.assertEqual(reply.body["service"], thermacore.SERVICE)
-        self.assertRegex(reply.body["timestamp"], NAIVE_STAMP)
-
     def test_api_health_reports_the_database(self) -> None:
         reply = self.call("GET", "/api/v1/health")
         self.assertEqual(reply.status, 200)

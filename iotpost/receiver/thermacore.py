@@ -514,11 +514,6 @@ def get_api_health(request: ApiRequest) -> Reply:
     return Reply(200 if connected else 503, body)
 
 
-def health_fields(request: ApiRequest) -> Json:
-    """ThermaCore's part of the shared ``GET /health`` body."""
-    return {"service": SERVICE, "timestamp": naive_iso(request.store.now())}
-
-
 ROUTES = [
     route("/api/v1/auth/login", POST=post_login),
     route("/api/v1/auth/refresh", POST=post_refresh),
