@@ -58,6 +58,19 @@ def _json(body: bytes) -> Any:
         return None
 
 
+def _field_errors(doc: Any) -> str:
+    """`` (authorization: Token has expired)`` from a VALIDATION_ERROR's details, else ""."""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    fields = details.get("field_errors") if isinstance(details, dict) else None
+    if not isinstance(fields, dict) or not fields:
+        return ""
+    parts = ["%s: %s" % (name, "; ".join(str(m) for m in (value if isinstance(value, list) else [value])))
+             for name, value in sorted(fields.items())]
+    text = "".join(ch if ch.isprintable() else " " for ch in ", ".join(parts))  # the server's text, one line
+    return " (%s)" % (text[:117] + "..." if len(text) > 120 else text)
+
+
 class ThermaCoreClient:
     """One user's session with one ThermaCore server; ``on_event("login"|"refresh")`` is told of each."""
 
@@ -148,7 +161,7 @@ class ThermaCoreClient:
     def _failure(self, response: Response, what: str) -> Exception:
         """The error for a final non-200 answer, with the exit code its status means (77, 78, 75, 65)."""
         message = short_message(response.body) or response.reason
-        text = "HTTP %d %s, while %s" % (response.status, message, what)
+        text = "HTTP %d %s%s, while %s" % (response.status, message, _field_errors(_json(response.body)), what)
         code = for_http_status(response.status)
         if code is ExitStatus.NOPERM:
             hint = ("check THERMACORE_USERNAME/THERMACORE_PASSWORD or --credentials-file"
