@@ -14,7 +14,6 @@ import os
 import re
 import stat
 import unittest
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from iotpost.receiver import thermacore

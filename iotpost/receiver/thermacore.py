@@ -25,7 +25,7 @@ import threading
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .api_request import ApiRequest, media_type, parse_json_body, route
 from .replies import Json, Reply
