@@ -99,3 +99,15 @@ class Interrupted(BaseException):
 
     def __str__(self) -> str:
         return self.message
+
+
+class CredentialsRefused(IotPostError):
+    """The platform refused the user name and password (or key) we sent: 401/403."""
+
+    exit_code = ExitStatus.NOPERM
+
+
+class RequestRejected(IotPostError):
+    """The platform answered a read or login with a 4xx that no retry can fix (not auth, not the URL)."""
+
+    exit_code = ExitStatus.DATA

@@ -85,13 +85,14 @@ def suite_secrets() -> Tuple[str, ...]:
     """
     import base64
 
-    from tests import test_e2e_sender, test_e2e_tlink, test_proxy, twin_support
+    from tests import test_e2e_sender, test_e2e_thermacore, test_e2e_tlink, test_proxy, twin_support
 
     sample = (PROJECT_ROOT / "certs_credentials" / "api_key.txt").read_text(encoding="utf-8").strip()
     key_password = (PROJECT_ROOT / "tests" / "certdata" / "client-key-password.txt").read_text(encoding="utf-8").strip()
     return (twin_support.TEST_API_KEY, twin_support.OTHER_API_KEY, test_e2e_sender.KEY, sample,
             test_e2e_tlink.SECRET.decode("ascii"), test_proxy.PASSWORD, test_proxy.TOKEN,
-            base64.b64encode(test_proxy.PASSWORD.encode()).decode("ascii"), key_password)
+            base64.b64encode(test_proxy.PASSWORD.encode()).decode("ascii"), key_password,
+            test_e2e_thermacore.PASSWORD)
 
 
 def assert_no_suite_secret(text: str, where: str) -> None:

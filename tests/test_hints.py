@@ -18,7 +18,7 @@ import unittest
 from pathlib import Path
 from typing import Iterator, Set, Tuple
 
-from iotpost import tesaiot_cli, tlink_cli
+from iotpost import tesaiot_cli, thermacore_cli, tlink_cli
 from iotpost.delivery import error_for_response
 from iotpost.errors import ConfigError
 from iotpost.profiles import TESAIOT, TLINK, Profile
@@ -42,12 +42,15 @@ ONE_COMMAND = {
     ("platforms/__init__.py", "platform_from_endpoints"): "post_https_sample.py",
     ("platforms/__init__.py", "parse"): "post_https_sample.py",
     ("tesaiot_cli.py", "choose_platform"): "post_https_sample.py",
+    ("thermacore_client.py", "_failure"): "iotpost readings",
 }
 
 
 def flags_of(command: str) -> Set[str]:
     if command == "receiver.py":
         return set(receiver_parser().option_names())
+    if command == "iotpost readings":  # --platform thermacore
+        return set(thermacore_cli.build_parser().option_names())
     return set(COMMANDS[command][0]().option_names())
 
 

@@ -685,6 +685,7 @@ class ReceiverCliTest(unittest.TestCase):
         proc = self.run_receiver("--port", "0", "--db", ":memory:", "--outage", "0.4:0.6")
         line = proc.stderr.readline()
         port = int(line.split(":")[3].split()[0])
+        self.assertIn("ThermaCore demo login", proc.stderr.readline())  # the second line at start
         self.assertEqual(proc.stderr.readline(), "receiver: down (refusing connections) for 0.6s\n")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()

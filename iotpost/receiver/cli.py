@@ -5,7 +5,8 @@ Usage: ``python3 receiver.py [--port 8443] [--bundle DIR ...] [--db receiver.sql
 Defaults need no setup: the test certificate for localhost from tests/certdata/ and the sample
 bundle certs_credentials/ (both found from the package, not the working directory), so
 ``python3 post_https_sample.py`` talks to it out of the box. API keys and the TLINK secret are
-never printed.
+never printed. The ThermaCore ``demo`` user's password goes to thermacore-credentials.json (0600)
+beside the database (a temp folder, removed at exit, for ``--db :memory:``); its path is printed.
 """
 
 from __future__ import annotations
@@ -256,8 +257,11 @@ def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
     ns = build_parser(prog).parse_args(args)  # usage errors: argparse exits 2, run() passes it on
     settings = settings_from_args(ns)
     twin = _start(settings, secrets)
+    demo_file = None
     try:
+        demo_file = _thermacore_demo(twin.store, settings.db_path)
         sys.stderr.write("receiver: listening on %s (db %s)\n" % (twin.url, settings.db_path))
+        sys.stderr.write("receiver: ThermaCore demo login (user demo) in %s\n" % demo_file)
         if settings.host is None and "::1" not in twin.addresses:
             sys.stderr.write("receiver: note: not listening on ::1 (no IPv6 here): 127.0.0.1 only\n")
         sys.stderr.flush()
@@ -282,7 +286,23 @@ def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
         pass
     finally:
         twin.stop()
+        if demo_file is not None and settings.db_path == ":memory:":
+            import shutil
+
+            shutil.rmtree(str(demo_file.parent), ignore_errors=True)  # its password died with the database
     return 0
+
+
+def _thermacore_demo(store, db_path: str) -> Path:
+    """The ThermaCore ``demo`` user's password file: beside the database (a temp folder for :memory:)."""
+    from . import thermacore
+
+    path = thermacore.default_credentials_file(db_path)
+    try:
+        return thermacore.ensure_demo_user(store, path)
+    except OSError as exc:
+        raise ConfigError("cannot write %s (%s), while making the ThermaCore demo user" % (path, exc.strerror or exc),
+                          hint="pass --db PATH in a writable folder") from None
 
 
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:

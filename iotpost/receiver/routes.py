@@ -4,7 +4,8 @@ Usage: ``reply = dispatch("GET", "/health", body=b"", headers={}, store=store)``
 
 Routes: POST /api/v1/telemetry; GET /api/v1/telemetry/{device_id}[/latest]; GET /health;
 POST /api/webhooks/tlink; GET /api/users/{userId}/devices[/{deviceId}/latest|/history] (seed 001);
-GET /api/devices[/{deviceId}/latest|/history] (the reference receiver's read API).
+GET /api/devices[/{deviceId}/latest|/history] (the reference receiver's read API);
+ThermaCore: POST /api/v1/auth/login|refresh, GET /api/v1/units/{id}/readings, GET /api/v1/health.
 Unknown paths get a JSON 404 and known paths with another method a JSON 405 with ``Allow``, so a
 sender's error output always has a body to show.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import Callable, List, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import tesaiot_api, tlink_api
+from . import tesaiot_api, thermacore, tlink_api
 from .api_request import ApiRequest, HeaderLookup, Route
 from .replies import PROCESSING_ERROR, TLINK_SERVER_ERROR, Reply, error_reply
 from .store import TelemetryStore
@@ -23,7 +24,7 @@ RouteFunction = Callable[..., Reply]  # (ApiRequest, *path segments) -> Reply
 
 
 # One list per platform module; the first route whose pattern matches and that claims the request answers.
-ROUTES: List[Route] = tesaiot_api.ROUTES + tlink_api.ROUTES
+ROUTES: List[Route] = tesaiot_api.ROUTES + tlink_api.ROUTES + thermacore.ROUTES
 
 def dispatch(
     method: str,
