@@ -32,17 +32,21 @@ class ClientContext(ssl.SSLContext):
 
 
 def build_ssl_context(
-    cafile: Path,
+    cafile: Optional[Path],
     certfile: Optional[Path] = None,
     keyfile: Optional[Path] = None,
     password: Optional[bytes] = None,
     pins: Sequence[str] = (),
 ) -> ClientContext:
-    """A client context trusting only ``cafile``; a client certificate is optional (mTLS)."""
+    """A client context trusting only ``cafile`` (None: the system's trust store, for a platform behind a
+    public CA; verified all the same); a client certificate is optional (mTLS)."""
     ctx = ClientContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_verify_locations(cafile=str(cafile))
+        if cafile is None:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        else:
+            ctx.load_verify_locations(cafile=str(cafile))
     except FileNotFoundError:
         from .errors import CredentialMissing
 
