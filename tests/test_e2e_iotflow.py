@@ -233,6 +233,34 @@ class IotflowE2E(unittest.TestCase):
         self.assertEqual(events[-1]["delivered"], 2)
         self.assertNoKeyPrinted()
 
+    def test_a_bundle_without_ca_chain_verifies_with_the_system_store(self) -> None:
+        # The test CA is in no system store: the twin's certificate must be refused (78), proving the
+        # bundle without ca-chain.pem is still verified, and --verbose says which trust was used.
+        self.outputs = []
+        twin = start_test_twin(self)
+        bundle = self.tmp / "b"
+        self.assertEqual(self.register(twin, "iotflow", "public-ca", bundle).returncode, 0)
+        self.keys.append((bundle / "api_key.txt").read_text().strip())
+        (bundle / "ca-chain.pem").unlink()
+        beat = self.iotpost("heartbeat", "--certs-dir", bundle, "--verbose")
+        self.assertEqual(beat.returncode, 78, beat.stderr)
+        self.assertIn("the system's trust store", beat.stderr)
+        self.assertEqual([r for r in twin.requests if r.path == "/api/v1/devices/heartbeat"], [])
+        sent = self.iotpost("send", "--certs-dir", bundle, "--data", '{"t": 1}')
+        self.assertEqual(sent.returncode, 78, sent.stderr)
+        self.assertNotIn("Traceback", sent.stderr)
+        self.assertNoKeyPrinted()
+
+
+class ReadingsDelegation(unittest.TestCase):
+    def test_only_platform_thermacore_goes_to_thermacores_command(self) -> None:
+        from iotpost.readings_cli import delegates_to_thermacore
+
+        self.assertTrue(delegates_to_thermacore(["--platform", "thermacore", "--unit", "1"]))
+        self.assertTrue(delegates_to_thermacore(["--unit", "1", "--platform=thermacore"]))
+        for argv in (["--platform", "iotflow"], ["--certs-dir", "thermacore"], ["--platform"], []):
+            self.assertFalse(delegates_to_thermacore(argv), argv)
+
 
 if __name__ == "__main__":
     unittest.main()
