@@ -176,7 +176,7 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
     else:
         reporter.info("registered device %s %r on %s; bundle written to %s (the key is in %s)"
                       % (device_id, s.name, platform.name, s.bundle_out, API_KEY_FILE))
-        reporter.info("send with: iotpost send --certs-dir %s" % s.bundle_out)
+        reporter.info("send with: python3 -m iotpost send --certs-dir %s" % s.bundle_out)
     return 0
 
 
