@@ -125,8 +125,17 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if delegates_to_thermacore(args):
-        from . import thermacore_cli  # written beside this one; only a ThermaCore read imports it
+        try:
+            import importlib
 
+            thermacore_cli = importlib.import_module(__package__ + ".thermacore_cli")  # only a ThermaCore read
+        except ModuleNotFoundError as exc:
+            if exc.name != __package__ + ".thermacore_cli":
+                raise
+            from .console import write_safely
+
+            write_safely(sys.stderr, "%s: error: this copy of iotpost has no ThermaCore support\n" % prog)
+            return 2
         return int(thermacore_cli.main(args, prog))
     return run(lambda a, secrets: _main(a, secrets, prog=prog), args, prog)
 

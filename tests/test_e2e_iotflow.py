@@ -88,6 +88,10 @@ class IotflowE2E(unittest.TestCase):
         self.outputs.append(seed.stdout + seed.stderr)
         self.assertEqual(seed.returncode, 0, seed.stderr)
 
+        dry = self.iotpost("send", "--certs-dir", bundle, "--data", '{"temperature": 1}', "--dry-run", *http)
+        self.assertIn("POST %s%s\n" % (twin.url, TELEMETRY_PATH[platform]), dry.stdout)
+        self.assertIn("\nX-API-Key: [REDACTED]\n", dry.stdout)  # the header exactly as PROTOCOLS.md spells it
+
         posts = [r for r in twin.requests if r.method == "POST" and r.path == TELEMETRY_PATH[platform]]
         self.assertEqual(len(posts), 2)
         for request in posts:
