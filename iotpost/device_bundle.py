@@ -9,8 +9,9 @@ device API (IoTFlow, the Connectivity Layer) qualify. The bundle is read and che
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 from .bundle import Bundle, bundle_platform, load_bundle
 from .errors import UsageError
@@ -48,7 +49,7 @@ def open_device(certs_dir: Path, platform: Optional[str], base_url: Optional[str
     return Device(chosen, bundle)
 
 
-def add_device_arguments(p, platforms=DEVICE_PLATFORMS) -> None:
+def add_device_arguments(p: "argparse.ArgumentParser", platforms: Tuple[str, ...] = DEVICE_PLATFORMS) -> None:
     """The flags every device command shares, spelled as `iotpost send` spells them."""
     from .user_paths import user_path
 

@@ -24,6 +24,7 @@ from .device_bundle import add_device_arguments, check_timeout, open_device
 from .environment import Environment
 from .errors import UsageError
 from .output import Reporter
+from .platforms import Platform
 
 PROG = "iotpost readings"
 MAX_LIMIT = 10000
@@ -53,7 +54,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     return p
 
 
-def read_path(platform, device_id: str, latest: bool, limit: Optional[int], start_time: Optional[str]) -> str:
+def read_path(platform: "Platform", device_id: str, latest: bool, limit: Optional[int], start_time: Optional[str]) -> str:
     """The read-back path and query for this platform."""
     query: Dict[str, Any] = {}
     if platform.name == "iotflow" and latest:

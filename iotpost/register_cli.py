@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -27,6 +27,10 @@ from .environment import Environment
 from .errors import ConfigError, InputDataError, TransientError, UsageError
 from .output import Reporter
 from .user_paths import user_path
+
+if TYPE_CHECKING:
+    from .device_api import DeviceCall
+    from .transport import Response
 
 PROG = "iotpost register"
 PLATFORMS = ("iotflow", "connectivity")
@@ -180,7 +184,7 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
     return 0
 
 
-def _register(call, s: RegisterSettings, doing: str):
+def _register(call: "DeviceCall", s: RegisterSettings, doing: str) -> Tuple["Response", Optional[dict]]:
     """POST the register body; a duplicate name (409) is exit 65, naming the name."""
     response, doc = call.json("POST", [("Content-Type", "application/json")], request_body(s), doing,
                               ok_statuses=(409,))
