@@ -21,7 +21,7 @@ from .exitcodes import (ExitStatus, for_http_status, is_payload_rejected, is_ret
                         means_platform_down, worst)
 from .output import Redactor, Reporter, SendRecord, short_message
 from .profiles import USER_AGENT, Credentials, Profile
-from .retry import RetryPolicy, parse_retry_after
+from .retry import RetryPolicy, parse_retry_after, retry_after_in_body
 from .target import GENERIC_NAMES, SettingNames
 from .transport import Response, Transport
 
@@ -230,6 +230,8 @@ class Sender:
                 if error is None or not is_retryable_status(response.status):
                     return self._settle(item, seq, attempts, response, message, error)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
+                if retry_after is None and response.status == 429:
+                    retry_after = retry_after_in_body(response.body)  # IoTFlow: in the body, no header
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
             if delay is None:
                 if response is not None and not means_platform_down(response.status):

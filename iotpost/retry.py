@@ -80,3 +80,22 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)
     return max(0.0, when.timestamp() - now)
+
+
+def retry_after_in_body(body: bytes) -> Optional[float]:
+    """A 429's ``{"retry_after": N}`` (IoTFlow sends it in the JSON body and no Retry-After header).
+
+    Only a plain non-negative number counts; anything else is None and the usual backoff applies.
+    """
+    if not body or len(body) > 65536 or b"retry_after" not in body:
+        return None
+    import json
+
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    value = doc.get("retry_after") if isinstance(doc, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        return None
+    return float(value)

@@ -327,7 +327,8 @@ class Transport:
             conn.putrequest(method, path, skip_accept_encoding=True)
             for name, value in headers:
                 conn.putheader(name, value)
-            conn.putheader("Content-Length", str(len(body)))
+            if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
+                conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             resp = conn.getresponse()
             data = resp.read(MAX_RESPONSE_BYTES)

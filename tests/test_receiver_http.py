@@ -243,7 +243,9 @@ class TelemetryPostTest(TwinTestCase):
     def test_health(self):
         self.assertEqual(self.twin.requests, [])
         status, answer, _ = request_json(self.conn, "GET", "/health")
-        self.assertEqual((status, answer), (200, {"status": "healthy", "version": __version__}))
+        # One /health for every platform: TESAIoT's fields as before, and IoTFlow's message.
+        self.assertEqual((status, answer), (200, {"status": "healthy", "version": __version__,
+                                                  "message": "IoT Connectivity Layer is running"}))
 
     def test_keep_alive(self):
         for i in range(5):
@@ -685,7 +687,8 @@ class ReceiverCliTest(unittest.TestCase):
         proc = self.run_receiver("--port", "0", "--db", ":memory:", "--outage", "0.4:0.6")
         line = proc.stderr.readline()
         port = int(line.split(":")[3].split()[0])
-        self.assertIn("ThermaCore demo login", proc.stderr.readline())  # the second line at start
+        self.assertIn("ThermaCore demo login", proc.stderr.readline())  # the second and third lines at start
+        self.assertIn("demo user id", proc.stderr.readline())
         self.assertEqual(proc.stderr.readline(), "receiver: down (refusing connections) for 0.6s\n")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()

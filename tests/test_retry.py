@@ -13,6 +13,7 @@ from iotpost.retry import (
     RetryPolicy,
     backoff_delay,
     parse_retry_after,
+    retry_after_in_body,
 )
 
 NOW = 1765276245.0  # 2025-12-09T10:30:45Z
@@ -153,6 +154,22 @@ class ParseRetryAfterTest(unittest.TestCase):
         for value in ("\xb2", "1\xb2", "\xb9\xb2\xb3"):
             with self.subTest(value=value):
                 self.assertIsNone(parse_retry_after(value, NOW))
+
+
+class RetryAfterInBodyTest(unittest.TestCase):
+    """IoTFlow's 429 carries ``retry_after`` in its JSON body and no Retry-After header."""
+
+    def test_a_number_in_the_body(self) -> None:
+        body = b'{"error": "Rate limit exceeded", "message": "Maximum 30 requests per 60 seconds", ' \
+               b'"retry_after": 58, "limit": 30, "window": 60}'
+        self.assertEqual(retry_after_in_body(body), 58.0)
+        self.assertEqual(retry_after_in_body(b'{"retry_after": 0.5}'), 0.5)
+
+    def test_anything_else_is_none(self) -> None:
+        for body in (b"", b"retry_after", b"<html>retry_after</html>", b'{"retry_after": "58"}',
+                     b'{"retry_after": true}', b'{"retry_after": -1}', b'{"retry_after": 1e300}',
+                     b'["retry_after", 5]', b'{"error": "Rate limit exceeded"}', b'{"retry_after": null}'):
+            self.assertIsNone(retry_after_in_body(body), body)
 
 
 if __name__ == "__main__":

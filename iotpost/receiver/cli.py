@@ -57,6 +57,7 @@ class ReceiverSettings:
     idle_timeout: float = 10.0  # seconds any one read may wait (an idle kept-alive connection too)
     max_connections: int = 512  # open connections; more are closed at once
     client_ca: Optional[Path] = None  # require client certificates signed by this CA (mTLS)
+    iotflow_limits: str = "default"  # IoTFlow's rate limits: default, off, or telemetry=N/S,heartbeat=N/S,...
 
 
 def _db_path(text: str) -> str:
@@ -112,6 +113,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _iotflow_limits(text: str) -> str:
+    from .iotflow import parse_rate_limits
+
+    try:
+        parse_rate_limits(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
@@ -124,7 +135,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
     parser = ArgumentParser(
         prog=prog,
-        description="Local twin of the TESAIoT and TLINK device-facing HTTPS endpoints, for testing the senders.",
+        description="Local twin of the TESAIoT, TLINK, IoTFlow and IoT Connectivity Layer device-facing HTTPS "
+        "endpoints, for testing the senders.",
     )
     parser.add_argument("--host", default=None,
                         help="the one address to listen on (default: both 127.0.0.1 and ::1, so localhost "
@@ -165,6 +177,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="close a connection that sends nothing for this long (default 10)")
     parser.add_argument("--max-connections", type=_positive_int, default=512, metavar="N",
                         help="open connections at most (one thread each); more are closed at once (default 512)")
+    parser.add_argument("--iotflow-rate-limits", type=_iotflow_limits, default="default", metavar="SPEC",
+                        help="IoTFlow's per-device limits: default (telemetry=100/60,heartbeat=30/60,register="
+                        "10/300, as the real server with Redis), off, or any of those NAME=REQUESTS/SECONDS, "
+                        "comma-separated")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request to stderr (never API keys)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -182,7 +198,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
         fault_poison=ns.fault_poison or None, head_timeout=ns.head_timeout, idle_timeout=ns.idle_timeout,
-        max_connections=ns.max_connections, client_ca=ns.client_ca,
+        max_connections=ns.max_connections, client_ca=ns.client_ca, iotflow_limits=ns.iotflow_rate_limits,
     )
 
 
@@ -202,6 +218,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
     import ssl
 
     from .faults import FaultPlan
+    from .iotflow import parse_rate_limits
     from .server import read_bundle_device, start_twin
 
     devices = {}
@@ -227,7 +244,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
             port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
             log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
             head_timeout=s.head_timeout, handler_timeout=s.idle_timeout, max_connections=s.max_connections,
-            client_ca=s.client_ca,
+            client_ca=s.client_ca, iotflow_limits=parse_rate_limits(s.iotflow_limits),
         )
     except ssl.SSLError as exc:
         raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"
@@ -252,6 +269,7 @@ def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
     import time
 
     from ..console import protect_std_streams
+    from .iotflow import DEMO_USER_ID
 
     protect_std_streams()
     ns = build_parser(prog).parse_args(args)  # usage errors: argparse exits 2, run() passes it on
@@ -262,6 +280,8 @@ def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
         demo_file = _thermacore_demo(twin.store, settings.db_path)
         sys.stderr.write("receiver: listening on %s (db %s)\n" % (twin.url, settings.db_path))
         sys.stderr.write("receiver: ThermaCore demo login (user demo) in %s\n" % demo_file)
+        sys.stderr.write("receiver: IoTFlow/Connectivity demo user id %s (iotpost register --user-id)\n"
+                         % DEMO_USER_ID)
         if settings.host is None and "::1" not in twin.addresses:
             sys.stderr.write("receiver: note: not listening on ::1 (no IPv6 here): 127.0.0.1 only\n")
         sys.stderr.flush()

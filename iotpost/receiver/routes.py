@@ -2,7 +2,8 @@
 
 Usage: ``reply = dispatch("GET", "/health", body=b"", headers={}, store=store)``
 
-Routes: POST /api/v1/telemetry; GET /api/v1/telemetry/{device_id}[/latest]; GET /health;
+Routes: IoTFlow / IoT Connectivity Layer (iotflow.py: /api/v1/devices/register|telemetry|heartbeat|status,
+and the TESAIoT paths below for an IoTFlow device's key); POST /api/v1/telemetry; GET /api/v1/telemetry/{device_id}[/latest]; GET /health;
 POST /api/webhooks/tlink; GET /api/users/{userId}/devices[/{deviceId}/latest|/history] (seed 001);
 GET /api/devices[/{deviceId}/latest|/history] (the reference receiver's read API);
 ThermaCore: POST /api/v1/auth/login|refresh, GET /api/v1/units/{id}/readings, GET /api/v1/health.
@@ -15,16 +16,26 @@ from __future__ import annotations
 from typing import Callable, List, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import tesaiot_api, thermacore, tlink_api
-from .api_request import ApiRequest, HeaderLookup, Route
+from . import iotflow, tesaiot_api, thermacore, tlink_api
+from .api_request import ApiRequest, HeaderLookup, Route, route
 from .replies import PROCESSING_ERROR, TLINK_SERVER_ERROR, Reply, error_reply
 from .store import TelemetryStore
 
 RouteFunction = Callable[..., Reply]  # (ApiRequest, *path segments) -> Reply
 
 
+def get_health(request: ApiRequest) -> Reply:
+    """GET /health: one answer for every platform the twin speaks, the union of their fields (200)."""
+    body = dict(iotflow.HEALTH)
+    body.update(thermacore.health_fields(request))  # "service", "timestamp"
+    body.update(tesaiot_api.get_health(request).body)  # TESAIoT's fields as they always were
+    return Reply(200, body)
+
+
 # One list per platform module; the first route whose pattern matches and that claims the request answers.
-ROUTES: List[Route] = tesaiot_api.ROUTES + tlink_api.ROUTES + thermacore.ROUTES
+# IoTFlow first: it claims the paths it shares with TESAIoT only for its own devices' keys.
+ROUTES: List[Route] = ([route("/health", GET=get_health)] + iotflow.ROUTES + tesaiot_api.ROUTES + tlink_api.ROUTES
+                       + thermacore.ROUTES)
 
 def dispatch(
     method: str,

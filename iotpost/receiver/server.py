@@ -35,6 +35,7 @@ from typing import IO, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from .api_request import DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, media_type
 from .faults import FaultPlan
 from .handler import InjectedFault, TwinRequestHandler
+from .iotflow import RateLimits, set_rate_limits
 from .replies import INVALID_API_KEY, PROCESSING_ERROR, Json, Reply
 from .request_log import SeenRequest, SeenRequests
 from .routes import ROUTES
@@ -549,12 +550,14 @@ def start_twin(
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     client_ca: Optional[PathLike] = None,
+    iotflow_limits: Optional[RateLimits] = None,
 ) -> TwinServer:
     """Start a twin in a background thread and return it once it is listening.
 
     ``bundles`` (credential folders) and ``devices`` ({device_id: api_key}) are registered.
     ``keep_requests`` bounds ``twin.requests`` to the newest N (None: keep all, for tests).
     ``client_ca`` (PEM): require a client certificate signed by it (mTLS).
+    ``iotflow_limits``: IoTFlow's rate limits (default: the real server's with Redis; iotflow.NO_LIMITS: none).
     A ``store`` passed in stays open after stop(); one made from ``db_path`` is closed by it.
     ``host`` None listens on 127.0.0.1 and ::1 (::1 skipped where IPv6 is off); a host given, on it alone.
     """
@@ -570,6 +573,8 @@ def start_twin(
             the_store.register_device(*read_bundle_device(folder))
         for device_id, api_key in (devices or {}).items():
             the_store.register_device(device_id, api_key)
+        if iotflow_limits is not None:
+            set_rate_limits(the_store, iotflow_limits)
         twin = TwinServer(store=the_store, owns_store=owns_store, host=host, port=port,
                           ssl_context=context, faults=faults, tlink_secret=tlink_secret,
                           max_body=max_body, handler_timeout=handler_timeout,

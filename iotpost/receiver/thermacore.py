@@ -498,6 +498,11 @@ def generate_readings(store: TelemetryStore, unit: tuple, hours: int, sensor_typ
     return readings
 
 
+def health_fields(request: ApiRequest) -> Json:
+    """ThermaCore's part of GET /health (fixed: the real one does not check the database)."""
+    return {"service": SERVICE, "timestamp": naive_iso(request.store.now())}
+
+
 def get_api_health(request: ApiRequest) -> Reply:
     """GET /api/v1/health: checks the database (503 "degraded" when it does not answer)."""
     import sqlite3
