@@ -18,7 +18,7 @@ import unittest
 from pathlib import Path
 from typing import Iterator, Set, Tuple
 
-from iotpost import tesaiot_cli, thermacore_cli, tlink_cli
+from iotpost import heartbeat_cli, readings_cli, register_cli, smoke_cli, tesaiot_cli, thermacore_cli, tlink_cli
 from iotpost.delivery import error_for_response
 from iotpost.errors import ConfigError
 from iotpost.profiles import TESAIOT, TLINK, Profile
@@ -34,6 +34,22 @@ COMMANDS = {
     "post_https_sample.py": (tesaiot_cli.build_parser, TESAIOT),
     "tlink_push.py": (tlink_cli.build_parser, TLINK),
 }
+# One request each, in IoTFlow's or Connectivity's words (device_api), never the senders' spool/dry-run hints.
+DEVICE_PARSERS = {
+    "iotpost register": register_cli.build_parser,
+    "iotpost heartbeat": heartbeat_cli.build_parser,
+    "iotpost readings": readings_cli.build_parser,
+}
+DEVICE_COMMANDS = tuple(DEVICE_PARSERS)
+OTHER_PARSERS = {
+    "iotpost readings --platform thermacore": thermacore_cli.build_parser,
+    "iotpost smoke": smoke_cli.build_parser,
+}
+# A command's own modules: every hint in them is checked against that command's flags.
+MODULE_COMMANDS = {
+    "smoke_cli.py": ("iotpost smoke",),
+    "thermacore_smoke.py": ("iotpost smoke",),
+}
 # (module, function) pairs only one command runs; everything else in iotpost/ is shared by both senders.
 ONE_COMMAND = {
     ("bundle.py", "_read_text"): "post_https_sample.py",
@@ -42,15 +58,25 @@ ONE_COMMAND = {
     ("platforms/__init__.py", "platform_from_endpoints"): "post_https_sample.py",
     ("platforms/__init__.py", "parse"): "post_https_sample.py",
     ("tesaiot_cli.py", "choose_platform"): "post_https_sample.py",
-    ("thermacore_client.py", "_failure"): "iotpost readings",
+    ("thermacore_client.py", "_failure"): ("iotpost readings --platform thermacore", "iotpost smoke"),
+    ("thermacore_cli.py", "load_credentials"): ("iotpost readings --platform thermacore", "iotpost smoke"),
+    ("register_cli.py", "settings_from_args"): "iotpost register",
+    ("register_cli.py", "refuse_existing"): "iotpost register",
+    ("register_cli.py", "_main"): "iotpost register",
+    ("register_cli.py", "_register"): "iotpost register",
+    ("device_bundle.py", "choose_device_platform"): ("iotpost heartbeat", "iotpost readings"),
+    ("device_api.py", "error_for_answer"): DEVICE_COMMANDS,
+    ("device_api.py", "json"): DEVICE_COMMANDS + ("iotpost smoke",),
 }
 
 
 def flags_of(command: str) -> Set[str]:
     if command == "receiver.py":
         return set(receiver_parser().option_names())
-    if command == "iotpost readings":  # --platform thermacore
-        return set(thermacore_cli.build_parser().option_names())
+    if command in DEVICE_PARSERS:
+        return set(DEVICE_PARSERS[command]().option_names())
+    if command in OTHER_PARSERS:
+        return set(OTHER_PARSERS[command]().option_names())
     return set(COMMANDS[command][0]().option_names())
 
 
@@ -131,6 +157,37 @@ class HintFlagTests(unittest.TestCase):
                     with self.subTest(command=command, where=where):
                         self.assertIn(flag, known, "%s's hint names %s: %s" % (command, flag, hint))
 
+    def test_every_flag_in_a_device_command_hint_exists_in_it(self):
+        from iotpost.device_api import error_for_answer
+        from iotpost.platforms import load
+        from iotpost.transport import Response
+
+        for platform in (load("iotflow"), load("connectivity")):
+            names = platform.profile.names
+            hints = [("auth", platform.profile.auth_hint)]
+            target = parse_target("https://platform.example:8443", platform.register_path, names=names)
+            exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
+            exc.verify_code, exc.verify_message = 20, "unable to get local issuer certificate"
+            hints.append(("tls", explain_tls_failure(exc, target.host, Path("ca.pem"), names).hint))
+            hints.append(("tls none", explain_tls_failure(exc, target.host, None, names).hint))
+            for error in (socket.timeout(), ConnectionRefusedError(), socket.gaierror(socket.EAI_NONAME, "x")):
+                hints.append((type(error).__name__, classify_network_error(error, target, 1.0).hint))
+            for status in (301, 400, 401, 403, 404, 405, 409, 429, 500, 503):
+                answer = Response(status, "R", {}, b'{"error": "e", "retry_after": 3}', 0.0)
+                hints.append(("HTTP %d" % status, error_for_answer(answer, "doing", platform, target.url).hint))
+            for url in ("ftp://x", "http://x.example", "https://u:p@x", "https://x:0"):
+                for allow in (False, True):
+                    try:
+                        parse_target(url, platform.register_path, allow_http=allow, names=names)
+                    except ConfigError as error:
+                        hints.append(("target %s" % url, error.hint))
+            for command in DEVICE_COMMANDS:
+                known = flags_of(command)
+                for where, hint in hints:
+                    for flag in FLAG.findall(hint or ""):
+                        with self.subTest(command=command, platform=platform.name, where=where):
+                            self.assertIn(flag, known, "%s's hint names %s: %s" % (command, flag, hint))
+
     def test_every_flag_in_any_hint_literal_exists_where_it_can_be_printed(self):
         seen = 0
         for module, function, text in static_hints():
@@ -139,7 +196,8 @@ class HintFlagTests(unittest.TestCase):
             if module.startswith("receiver"):
                 commands: Tuple[str, ...] = ("receiver.py",)
             else:
-                commands = (ONE_COMMAND[(module, function)],) if (module, function) in ONE_COMMAND else SENDERS
+                only = ONE_COMMAND.get((module, function), MODULE_COMMANDS.get(module, SENDERS))
+                commands = (only,) if isinstance(only, str) else only
             for flag in FLAG.findall(text):
                 seen += 1
                 for command in commands:

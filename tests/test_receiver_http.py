@@ -243,9 +243,13 @@ class TelemetryPostTest(TwinTestCase):
     def test_health(self):
         self.assertEqual(self.twin.requests, [])
         status, answer, _ = request_json(self.conn, "GET", "/health")
-        # One /health for every platform: TESAIoT's fields as before, and IoTFlow's message.
+        # One /health for every platform: TESAIoT's fields as before, IoTFlow's message, ThermaCore's service
+        # and its zone-less timestamp.
+        stamp = answer.pop("timestamp", None)
+        self.assertRegex(stamp or "", r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?$")
         self.assertEqual((status, answer), (200, {"status": "healthy", "version": __version__,
-                                                  "message": "IoT Connectivity Layer is running"}))
+                                                  "message": "IoT Connectivity Layer is running",
+                                                  "service": "ThermaCore SCADA API"}))
 
     def test_keep_alive(self):
         for i in range(5):

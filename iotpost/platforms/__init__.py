@@ -35,6 +35,9 @@ class Platform(NamedTuple):
     health_path: Optional[str] = None
     latest_path: Optional[Callable[[str], str]] = None  # device id -> read-back of the newest reading
     history_path: Optional[Callable[[str], str]] = None  # device id -> read-back of recent readings
+    readback_query: str = ""  # appended to history_path for the smoke's read-back
+    readback_records: str = "data"  # the key of the answer's list of records
+    readback_rules: Any = None  # smoke.ReadbackRules: what the platform documents it changes on the way
 
 
 def load(name: str) -> Platform:

@@ -12,6 +12,7 @@ from typing import Optional
 from . import Json, Platform, integer_device_id
 from .iotflow import AUTH_HINT, NAMES
 from ..profiles import Profile, api_key_header
+from ..smoke import ReadbackRules
 
 PROFILE = Profile("connectivity", "/api/v1/devices/telemetry", api_key_header("X-API-Key"), auth_hint=AUTH_HINT,
                   names=NAMES, refused="the platform rejected the API key")
@@ -35,4 +36,9 @@ PLATFORM = Platform(
     status_path="/api/v1/devices/status",
     health_path="/health",
     history_path=lambda device_id: "/api/v1/devices/telemetry",
+    readback_query="start_time=-1h&limit=1000",
+    readback_records="telemetry",
+    # Records as IoTFlow's (flat, meta_<key>); the timestamp is the arrival, so the reading's own time is
+    # compared as meta_reading_time (the body's metadata), not as "timestamp".
+    readback_rules=ReadbackRules(data_at_top=True, meta_prefix="meta_", timestamp_key=None),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..profiles import Profile, api_key_header
+from ..smoke import ReadbackRules
 from ..target import SettingNames
 from . import Json, Platform, integer_device_id
 
@@ -40,4 +41,8 @@ PLATFORM = Platform(
     health_path="/health",
     latest_path=lambda device_id: "/api/v1/telemetry/%s/latest" % device_id,
     history_path=lambda device_id: "/api/v1/telemetry/%s" % device_id,
+    readback_query="start_time=-1h&limit=1000",
+    readback_records="data",
+    # A record is flat: data fields at its top, metadata as meta_<key>, the timestamp in UTC to the millisecond.
+    readback_rules=ReadbackRules(data_at_top=True, meta_prefix="meta_", timestamp_resolution_ms=1),
 )

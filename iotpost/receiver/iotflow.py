@@ -23,7 +23,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .api_request import ApiRequest, parse_json_body, query_text, route
 from .replies import Json, Reply
-from .store import TelemetryStore, key_digest, parse_start_time
+from .clock import parse_start_time
+from .store import TelemetryStore, key_digest
 
 # The twin's one user, owner of every device registered against it (IoTFlow wants a known user's
 # hex uuid as "user_id" in the register body). Fixed, so README commands can name it.
@@ -129,6 +130,50 @@ class _State:
         self.tables = False
         self.limits = RateLimits()
         self.counters: Dict[str, List[float]] = {}  # key -> [count, expires_at]
+        self.faults = DataFaults()
+        self.stored = 0  # readings accepted since the faults were set (which ones lose_every/alter_every hit)
+        self.visible_at: Dict[int, float] = {}  # seq -> store clock time it may be read back (read_lag)
+
+
+class DataFaults(NamedTuple):
+    """Test aids the real server does not have: a platform that acknowledges what it does not keep as sent.
+
+    ``lose_every`` N: every Nth accepted reading is answered 201 but not stored; ``alter_every`` N:
+    every Nth is stored with its first numeric value (by key, markers aside) plus 1; ``read_lag``:
+    a stored reading shows in read-backs only this many seconds after it arrived. 0 is off.
+    """
+
+    lose_every: int = 0
+    alter_every: int = 0
+    read_lag: float = 0.0
+
+
+def set_data_faults(store: TelemetryStore, faults: DataFaults) -> None:
+    """Make this store's twin lose, alter or delay readings from now on (see DataFaults)."""
+    state = _state(store)
+    with state.lock:
+        state.faults = faults
+        state.stored = 0
+        state.visible_at.clear()
+
+
+def _apply_data_faults(store: TelemetryStore, data: Json) -> Optional[Json]:
+    """The data to store (altered by DataFaults), or None when this reading is to be lost."""
+    state = _state(store)
+    with state.lock:
+        faults = state.faults
+        if faults == DataFaults():
+            return data
+        state.stored += 1
+        n = state.stored
+    if faults.lose_every and n % faults.lose_every == 0:
+        return None
+    if faults.alter_every and n % faults.alter_every == 0:
+        for key in sorted(data):
+            value = data[key]
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith("smoke_"):
+                return dict(data, **{key: value + 1})
+    return data
 
 
 _STATES: "weakref.WeakKeyDictionary[TelemetryStore, _State]" = weakref.WeakKeyDictionary()
@@ -356,11 +401,17 @@ def post_register(request: ApiRequest) -> Reply:
 
 def _store_reading(store: TelemetryStore, device: Device, ts_epoch: float, data: Json, metadata: Json,
                    data_type: Optional[str], api: str) -> None:
+    kept = _apply_data_faults(store, data)
     with store._transaction() as db:
-        db.execute("INSERT INTO iotflow_telemetry (device_id, ts_epoch, data_json, metadata_json, data_type, api)"
-                   " VALUES (?, ?, ?, ?, ?, ?)",
-                   (device.id, ts_epoch, json.dumps(data, ensure_ascii=False),
-                    json.dumps(metadata, ensure_ascii=False), data_type, api))
+        if kept is not None:
+            cursor = db.execute("INSERT INTO iotflow_telemetry (device_id, ts_epoch, data_json, metadata_json,"
+                                " data_type, api) VALUES (?, ?, ?, ?, ?, ?)",
+                                (device.id, ts_epoch, json.dumps(kept, ensure_ascii=False),
+                                 json.dumps(metadata, ensure_ascii=False), data_type, api))
+            lag = _state(store).faults.read_lag
+            if lag:
+                with _state(store).lock:
+                    _state(store).visible_at[cursor.lastrowid] = store.now() + lag
         db.execute("UPDATE iotflow_devices SET last_seen = ? WHERE id = ?", (store.now(), device.id))
 
 
@@ -470,7 +521,7 @@ def _record(device: Device, ts_epoch: float, data: Json, metadata: Json) -> Json
 def _readings(store: TelemetryStore, device: Device, start: Optional[_dt.datetime], limit: int,
               data_type: Optional[str] = None) -> List[Tuple[float, Json, Json]]:
     """(ts_epoch, data, metadata), newest first."""
-    sql = "SELECT ts_epoch, data_json, metadata_json FROM iotflow_telemetry WHERE device_id = ?"
+    sql = "SELECT ts_epoch, data_json, metadata_json, seq FROM iotflow_telemetry WHERE device_id = ?"
     params: list = [device.id]
     if start is not None:
         sql += " AND ts_epoch >= ?"
@@ -480,7 +531,13 @@ def _readings(store: TelemetryStore, device: Device, start: Optional[_dt.datetim
         params.append(data_type)
     sql += " ORDER BY ts_epoch DESC, seq DESC LIMIT ?"
     params.append(limit)
-    return [(r[0], json.loads(r[1]), json.loads(r[2])) for r in store._query(sql, tuple(params))]
+    rows = store._query(sql, tuple(params))
+    state = _state(store)
+    if state.visible_at:  # DataFaults.read_lag: not yet readable
+        now = store.now()
+        with state.lock:
+            rows = [r for r in rows if state.visible_at.get(r[3], 0.0) <= now]
+    return [(r[0], json.loads(r[1]), json.loads(r[2])) for r in rows]
 
 
 def _reader(request: ApiRequest, device_id: str) -> Tuple[Optional[Device], Optional[Reply]]:

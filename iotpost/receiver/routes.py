@@ -51,30 +51,30 @@ def dispatch(
     """Answer one request by its method and target (path plus query); the first matching route wins."""
     split = urlsplit(target)
     path = split.path
-    for route in ROUTES:
-        match = route.pattern.match(path)
+    for candidate in ROUTES:
+        match = candidate.pattern.match(path)
         if match is None:
             continue
         query = parse_qs(split.query, keep_blank_values=False)
         request = ApiRequest(store, headers, body, query, tlink_secret, log, client_cert)
-        if route.claims is not None and not route.claims(request):
+        if candidate.claims is not None and not candidate.claims(request):
             continue
-        function = route.methods.get(method)
+        function = candidate.methods.get(method)
         if function is None:
-            allow = ", ".join(sorted(route.methods))
+            allow = ", ".join(sorted(candidate.methods))
             return error_reply(405, "Method not allowed", "METHOD_NOT_ALLOWED", Allow=allow)
         args = [unquote(g) for g in match.groups()]
         reply = function(request, *args)
-        return reply._replace(flask_json=True) if route.flask_json else reply
+        return reply._replace(flask_json=True) if candidate.flask_json else reply
     return error_reply(404, "Not found", "NOT_FOUND")
 
 
 def server_error(target: str) -> Reply:
     """The 500 for a failure (or an injected one) in the words of the platform whose route it is."""
     path = urlsplit(target).path
-    for route in ROUTES:
-        if route.pattern.match(path):
-            if route.flask_json:
+    for candidate in ROUTES:
+        if candidate.pattern.match(path):
+            if candidate.flask_json:
                 return Reply(500, dict(TLINK_SERVER_ERROR), flask_json=True)
             break
     return Reply(500, dict(PROCESSING_ERROR))
