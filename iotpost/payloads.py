@@ -32,6 +32,14 @@ def iso_utc(epoch_seconds: float) -> str:
     return moment.isoformat()
 
 
+def iso_utc_ms(epoch_seconds: float) -> str:
+    """ISO 8601 in UTC with +00:00, millisecond resolution (IoTFlow keys readings by device and millisecond)."""
+    whole = int(epoch_seconds)
+    millis = min(999, int((epoch_seconds - whole) * 1000))  # truncated: never a time not yet reached
+    moment = _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).replace(microsecond=millis * 1000)
+    return moment.isoformat(timespec="milliseconds")
+
+
 def parse_iso8601(text: str, default_tz: Optional[_dt.tzinfo] = _UTC) -> _dt.datetime:
     """Parse ISO 8601 identically on 3.8 and 3.13 (3.8's fromisoformat rejects "Z", 3.11's takes more).
 

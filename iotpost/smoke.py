@@ -26,8 +26,9 @@ RUN_KEY, SEQ_KEY = "smoke_run", "smoke_seq"
 
 
 def new_run_id() -> str:
-    """12 hex characters from os.urandom: unique enough to tell this run from any other, short to read."""
-    return os.urandom(6).hex()
+    """"r" and 12 hex characters from os.urandom: unique enough to tell this run from any other, short to
+    read, and never all digits (IoTFlow parses stored text as JSON on the way back: "123" would return 123)."""
+    return "r" + os.urandom(6).hex()
 
 
 def marked(data: Json, run_id: str, seq: int) -> Json:
@@ -45,6 +46,7 @@ class ReadbackRules(NamedTuple):
     timestamp_key: Optional[str] = "timestamp"  # None: the platform keeps no device timestamp to compare
     timestamp_resolution_ms: int = 1  # IoTFlow: UTC at millisecond resolution
     naive_is_utc: bool = True  # a time without a zone is UTC (IoTFlow, ThermaCore answer so)
+    text_parsed_as_json: bool = False  # IoTFlow stores values as text and parses text as JSON on the way back
 
 
 def _data_of(record: Json, rules: ReadbackRules) -> Json:
@@ -61,7 +63,7 @@ def find_marked(records: Iterable[Any], run_id: str, rules: ReadbackRules) -> Di
         if not isinstance(record, dict):
             continue
         data = _data_of(record, rules)
-        if data.get(RUN_KEY) != run_id:
+        if str(data.get(RUN_KEY)) != run_id:
             continue
         seq = data.get(SEQ_KEY)
         if isinstance(seq, str) and seq.isdigit():  # a platform that returns numbers as text
@@ -69,6 +71,18 @@ def find_marked(records: Iterable[Any], run_id: str, rules: ReadbackRules) -> Di
         if isinstance(seq, int) and not isinstance(seq, bool) and seq not in found:
             found[seq] = record
     return found
+
+
+def as_read_back(sent: Any, rules: ReadbackRules) -> Any:
+    """What a platform documented to parse stored text as JSON returns for ``sent``: "101" -> 101."""
+    if rules.text_parsed_as_json and isinstance(sent, str):
+        import json
+
+        try:
+            return json.loads(sent)
+        except ValueError:
+            return sent
+    return sent
 
 
 def same_value(sent: Any, got: Any) -> bool:
@@ -109,7 +123,7 @@ def differences(sent_data: Json, sent_metadata: Optional[Json], sent_timestamp: 
     for key, value in sent_data.items():
         if key not in got_data:
             diffs[key] = {"sent": value, "got": None}
-        elif not same_value(value, got_data[key]):
+        elif not same_value(as_read_back(value, rules), got_data[key]):
             diffs[key] = {"sent": value, "got": got_data[key]}
     if sent_metadata:
         if rules.meta_prefix is not None:
@@ -123,7 +137,7 @@ def differences(sent_data: Json, sent_metadata: Optional[Json], sent_timestamp: 
         for key, value in sent_metadata.items():
             if key not in got_meta:
                 diffs[label % key] = {"sent": value, "got": None}
-            elif not same_value(value, got_meta[key]):
+            elif not same_value(as_read_back(value, rules), got_meta[key]):
                 diffs[label % key] = {"sent": value, "got": got_meta[key]}
     if sent_timestamp is not None and rules.timestamp_key is not None:
         got = record.get(rules.timestamp_key)

@@ -342,6 +342,7 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
     env = Environment()
     reporter = Reporter(prog, env.stdout, env.stderr, mode="json" if json_mode else "text",
                         verbose="--verbose" in argv, secrets=secrets)
+    reporter.warn = _once(reporter.warn)  # each request opens its own connection: say a thing once per run
     run = Run(verdict, reporter, time.monotonic() + 30.0)
     error: Optional[BaseException] = None
     try:
@@ -349,7 +350,9 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
             s = settings_from_args(argv, prog)
         except SystemExit as exc:  # argparse printed the usage error; the verdict says so too
             code = exc.code if isinstance(exc.code, int) else 2
-            if code == 0:  # --help
+            if code == 0:  # --help or --version: no run, so no verdict
+                junit = None
+                reporter = None
                 return 0
             run.record(Step("preflight", FAILED, 0.0, "usage error (see stderr)", code))
             verdict.exit_code = code
@@ -382,7 +385,19 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
     finally:
         if error is not None and not verdict.exit_code:
             verdict.exit_code = int(getattr(error, "exit_code", ExitStatus.INTERNAL))
-        _report(verdict, reporter, junit)
+        if reporter is not None:
+            _report(verdict, reporter, junit)
+
+
+def _once(warn: Callable[..., None]) -> Callable[..., None]:
+    seen = set()
+
+    def warn_once(message: str, *args: Any, **kwargs: Any) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message, *args, **kwargs)
+
+    return warn_once
 
 
 def _report(verdict: Verdict, reporter, junit: Optional[Path]) -> None:

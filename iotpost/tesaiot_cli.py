@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -146,7 +146,8 @@ def _metadata(text: Optional[str]) -> Optional[dict]:
     return value
 
 
-def body_source(s: TesaSettings, device_id: str, platform: Platform):
+def body_source(s: TesaSettings, device_id: str, platform: Platform,
+                warn: Callable[[str], None] = lambda message: None):
     """Check the data options now (nothing sent if they are bad); return a factory of payloads."""
     c = s.common
     fixed: Optional[DataItem] = None
@@ -160,8 +161,15 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform):
         else:
             lines = items
 
+    seen_times: set = set()
+
     def _payload(device_id: str, item: DataItem, env: Environment) -> bytes:
-        stamp = item.timestamp or iso_utc(reading_time(env))
+        stamp = item.timestamp or platform.stamp(reading_time(env))
+        if platform.unique_times:
+            if stamp in seen_times:
+                warn("two readings of this run carry the timestamp %s: %s keeps one reading per device and "
+                     "millisecond, so the later one replaces the earlier" % (stamp, platform.name))
+            seen_times.add(stamp)
         return encode(platform.make_body(device_id, item.data, s.metadata, stamp))
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
@@ -220,7 +228,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     refuse_tls_flags_over_http(target, s.tls)
     # A bad CA file, client certificate or key fails here, before anything is sent.
     ctx = make_ssl_context(bundle.ca_file, s.tls, bundle.client_cert, bundle.client_key, reporter, secrets)
-    make_bodies = body_source(s, bundle.device_id, platform)
+    make_bodies = body_source(s, bundle.device_id, platform, reporter.warn)
     creds = Credentials(api_key=bundle.api_key)
     return send_all(c, profile, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
 

@@ -198,6 +198,19 @@ class SmokeE2E(unittest.TestCase):
         self.assertEqual(self.cases(root), [("preflight", "failed")])
         self.assertNotIn("Traceback", stderr)
 
+    def test_help_runs_nothing_and_prints_no_verdict(self):
+        proc = run_cli(IOTPOST, "smoke", "--help")
+        self.assertEqual(proc.returncode, 0)
+        self.assertIn("--junit-xml", proc.stdout)
+        self.assertNotIn("smoke_verdict", proc.stdout)
+        self.assertEqual(proc.stderr, "")
+
+    def test_a_warning_is_said_once_per_run(self):
+        twin, bundle = self.device("iotflow", tls=False)
+        proc = run_cli(IOTPOST, "smoke", "--certs-dir", bundle, "--allow-http")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stderr.count("--allow-http"), 1, proc.stderr)
+
     def test_a_usage_error_is_2_and_still_writes_the_reports(self):
         code, verdict, root, stderr = self.smoke("--count", "zero")
         self.assertFailsAt(verdict, "preflight", 2)

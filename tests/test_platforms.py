@@ -110,6 +110,24 @@ class SendDryRuns(unittest.TestCase):
         self.assertEqual(set(json.loads(body)), {"data", "metadata", "timestamp"})
         self.assertEqual(json.loads(body)["metadata"], {"site": "a"})
 
+    def test_iotflow_stamps_to_the_millisecond_and_warns_when_two_readings_share_one(self):
+        bundle = integer_bundle(temp_dir(self) / "b", "iotflow")
+        proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run", "--count", "2", "--interval", "0.25")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        stamps = [json.loads(body)["timestamp"] for _, _, body in dry_run_requests(proc.stdout)]
+        self.assertRegex(stamps[0], r"T\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+        self.assertNotEqual(stamps[0], stamps[1])
+        self.assertNotIn("warning", proc.stderr)
+        lines = "\n".join(json.dumps({"data": {"t": n}, "timestamp": "2026-11-27T10:00:00Z"}) for n in (1, 2))
+        data = temp_dir(self) / "same.jsonl"
+        data.write_text(lines + "\n", encoding="utf-8")
+        proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run", "--data-file", data)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("replaces the earlier", proc.stderr)
+        tesaiot = make_bundle(temp_dir(self) / "t")
+        proc = run_cli(SEND, "--certs-dir", tesaiot, "--dry-run")
+        self.assertRegex(json.loads(dry_run_requests(proc.stdout)[0][2])["timestamp"], r":\d\d\+00:00$")
+
     def test_the_flag_wins_over_the_bundle(self):
         bundle = integer_bundle(temp_dir(self) / "b", "iotflow")
         proc = run_cli(IOTPOST, "send", "--certs-dir", bundle, "--platform", "connectivity", "--dry-run")

@@ -17,6 +17,8 @@ NESTED = ReadbackRules()
 class Markers(unittest.TestCase):
     def test_run_ids_differ_and_markers_win(self):
         self.assertNotEqual(new_run_id(), new_run_id())
+        # never all digits: IoTFlow parses stored text as JSON on the way back ("123" returns as 123)
+        self.assertTrue(all(not new_run_id().isdigit() and new_run_id()[0].isalpha() for _ in range(50)))
         self.assertEqual(marked({"t": 1, "smoke_seq": 9}, "abc", 2), {"t": 1, "smoke_run": "abc", "smoke_seq": 2})
 
     def test_find_only_this_runs_readings(self):
@@ -45,6 +47,15 @@ class Comparison(unittest.TestCase):
         record = {"timestamp": "2026-11-27T16:10:30.203Z", "device_id": "42", "t": 21.5, "smoke_run": "r",
                   "meta_site": "lab", "meta_device_type": "sensor"}
         self.assertEqual(differences({"t": 21.5, "smoke_run": "r"}, {"site": "lab"}, sent_ts, record, IOTFLOW), {})
+
+    def test_text_that_the_platform_parses_as_json_is_not_an_alteration(self):
+        parsing = IOTFLOW._replace(text_parsed_as_json=True)
+        record = {"code": 101, "flag": True, "name": "x", "smoke_run": "r1"}
+        sent = {"code": "101", "flag": "true", "name": "x", "smoke_run": "r1"}
+        self.assertEqual(differences(sent, None, None, record, parsing), {})
+        self.assertEqual(set(differences(sent, None, None, record, IOTFLOW)), {"code", "flag"})
+        self.assertEqual(find_marked([{"smoke_run": 123, "smoke_seq": 1}], "123", IOTFLOW), {1: {"smoke_run": 123,
+                                                                                                  "smoke_seq": 1}})
 
     def test_altered_missing_and_moved_fields_are_named(self):
         record = {"timestamp": "2026-11-27T16:10:31.000", "t": 21.6, "meta_site": "lab2"}

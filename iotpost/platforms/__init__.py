@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from ..errors import ConfigError, UsageError
+from ..payloads import iso_utc
 from ..profiles import Profile
 
 Json = Dict[str, Any]
@@ -38,6 +39,8 @@ class Platform(NamedTuple):
     readback_query: str = ""  # appended to history_path for the smoke's read-back
     readback_records: str = "data"  # the key of the answer's list of records
     readback_rules: Any = None  # smoke.ReadbackRules: what the platform documents it changes on the way
+    stamp: Callable[[float], str] = iso_utc  # epoch seconds -> the timestamp a generated reading carries
+    unique_times: bool = False  # the platform keeps one reading per device and timestamp (warn on a repeat)
 
 
 def load(name: str) -> Platform:

@@ -40,5 +40,6 @@ PLATFORM = Platform(
     readback_records="telemetry",
     # Records as IoTFlow's (flat, meta_<key>); the timestamp is the arrival, so the reading's own time is
     # compared as meta_reading_time (the body's metadata), not as "timestamp".
-    readback_rules=ReadbackRules(data_at_top=True, meta_prefix="meta_", timestamp_key=None),
+    readback_rules=ReadbackRules(data_at_top=True, meta_prefix="meta_", timestamp_key=None,
+                                 text_parsed_as_json=True),
 )

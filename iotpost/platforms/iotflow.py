@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..payloads import iso_utc_ms
 from ..profiles import Profile, api_key_header
 from ..smoke import ReadbackRules
 from ..target import SettingNames
@@ -41,8 +42,11 @@ PLATFORM = Platform(
     health_path="/health",
     latest_path=lambda device_id: "/api/v1/telemetry/%s/latest" % device_id,
     history_path=lambda device_id: "/api/v1/telemetry/%s" % device_id,
+    stamp=iso_utc_ms,  # its store keys readings by (device, millisecond): a second's resolution would merge them
+    unique_times=True,
     readback_query="start_time=-1h&limit=1000",
     readback_records="data",
     # A record is flat: data fields at its top, metadata as meta_<key>, the timestamp in UTC to the millisecond.
-    readback_rules=ReadbackRules(data_at_top=True, meta_prefix="meta_", timestamp_resolution_ms=1),
+    readback_rules=ReadbackRules(data_at_top=True, meta_prefix="meta_", timestamp_resolution_ms=1,
+                                 text_parsed_as_json=True),
 )
