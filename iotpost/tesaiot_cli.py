@@ -25,7 +25,7 @@ from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
-from .payloads import MedicalSignals, encode, iso_utc
+from .payloads import MedicalSignals, encode
 from .platforms import DEFAULT as DEFAULT_PLATFORM
 from .platforms import SENDING, Platform, load
 from .profiles import Credentials
