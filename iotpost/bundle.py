@@ -15,10 +15,11 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .errors import ConfigError, CredentialMissing
 from .user_paths import user_path
+from .records import Record
 
 DEVICE_ID_FILE = "device_id.txt"
 API_KEY_FILE = "api_key.txt"
@@ -34,7 +35,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _DOWNLOAD_HINT = "download the Server-TLS bundle for this device from the platform again"
 
 
-class Bundle(NamedTuple):
+class Bundle(Record):
     """What a credential bundle holds. ``api_key`` is kept out of repr so it never lands in a log."""
 
     certs_dir: Path

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .environment import Environment, SimulatedClock
 from .errors import InputDataError, Interrupted, UsageError
@@ -25,6 +25,7 @@ from .profiles import USER_AGENT, Credentials, Profile
 from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
 from .target import Target
 from .user_paths import user_path
+from .records import Record
 
 SPOOL_ENV = "IOTPOST_SPOOL"
 # A payload the platform fails (5xx) in this many runs in which it accepted others is a dead letter.
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # ssl is imported by tlsctx only when a context is built
 Bodies = Iterable[Union[bytes, InputDataError]]
 
 
-class CommonSettings(NamedTuple):
+class CommonSettings(Record):
     timeout: float
     interval: float
     count: int
@@ -153,7 +154,7 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--debug", action="store_true", help="show a traceback for internal errors")
 
 
-class TLSSettings(NamedTuple):
+class TLSSettings(Record):
     """The TLS flags (mTLS client certificate, public-key pins); the CA comes from each CLI."""
 
     client_cert: Optional[Path] = None

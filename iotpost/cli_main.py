@@ -9,15 +9,16 @@ slower than ``post_https_sample.py``. A command's ``main(argv, prog)`` returns t
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
 
 from . import __version__
 from .exitcodes import ExitStatus
+from .records import Record
 
 PROG = "iotpost"
 
 
-class Command(NamedTuple):
+class Command(Record):
     module: str  # under iotpost., with a main(argv, prog) -> int
     summary: str
 

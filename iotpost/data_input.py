@@ -9,15 +9,16 @@ A top-level ``timestamp`` (ISO 8601) is kept as the payload's timestamp. Errors 
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, Iterator, List, NamedTuple, Optional, Tuple, TypeVar, Union
+from typing import IO, Any, Callable, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from .errors import InputDataError
 from .payloads import Json, parse_iso8601
+from .records import Record
 
 T = TypeVar("T")
 
 
-class DataItem(NamedTuple):
+class DataItem(Record):
     data: Json
     timestamp: Optional[str]
     line_no: int

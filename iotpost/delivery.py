@@ -13,7 +13,7 @@ and a reading that failed is tried again before the next one. Anything else stay
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Union
+from typing import Callable, Dict, Iterable, List, Optional, Set, Union
 
 from .environment import Environment
 from .errors import InputDataError, IotPostError, TransientError
@@ -24,6 +24,7 @@ from .profiles import USER_AGENT, Credentials, Profile
 from .retry import RetryPolicy, parse_retry_after, retry_after_in_body
 from .target import GENERIC_NAMES, SettingNames
 from .transport import Response, Transport
+from .records import Record
 
 
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
@@ -61,13 +62,13 @@ def error_for_response(status: int, reason: str, message: str, url: str, seq: in
     return err
 
 
-class RunResult(NamedTuple):
+class RunResult(Record):
     exit_code: ExitStatus
     error: Optional[IotPostError]  # what to print last, if anything went wrong
     records: List[SendRecord]
 
 
-class _Held(NamedTuple):
+class _Held(Record):
     """A payload the platform failed (5xx) while the link worked: skipped for the rest of the run."""
 
     item: object

@@ -9,10 +9,11 @@ from ``spool.py`` so a one-off send loads none of the SQLite spool's code.
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
+from .records import Record
 
 
-class SpoolItem(NamedTuple):
+class SpoolItem(Record):
     id: int
     profile: str
     key: str  # the Idempotency-Key, fixed for the payload's life

@@ -9,10 +9,11 @@ back in an error message. Results go to stdout; warnings, errors and --verbose t
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .console import write_safely
 from .profiles import SECRET_HEADERS
+from .records import Record
 
 REDACTED = "[REDACTED]"
 
@@ -140,7 +141,7 @@ def _html_title(markup: str) -> str:
     return re.sub(r"^[1-5]\d\d(?:\s*[-:\u2013|]\s*|\s+)(?=\S)", "", title)
 
 
-class SendRecord(NamedTuple):
+class SendRecord(Record):
     """The outcome of one payload in this run (after all its attempts)."""
 
     seq: int

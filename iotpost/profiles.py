@@ -8,17 +8,18 @@ carries. Secrets are applied here at send time, so the spool never stores one.
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from . import __version__
 from .target import SettingNames
+from .records import Record
 
 USER_AGENT = "iotpost/%s" % __version__
 
 Headers = List[Tuple[str, str]]
 
 
-class Credentials(NamedTuple):
+class Credentials(Record):
     """Secrets a profile may use; never printed (see output.Redactor)."""
 
     api_key: Optional[str] = None
@@ -36,7 +37,7 @@ class Credentials(NamedTuple):
         return [s for s in found if s]
 
 
-class Profile(NamedTuple):
+class Profile(Record):
     name: str
     endpoint: str
     auth: Callable[[bytes, Credentials], Headers]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import List, Mapping, NamedTuple, Optional
+from typing import List, Mapping, Optional
 
 from .errors import ConfigError, IotPostError, ProxyAuthRefused, TransientError
 from .transport import PROXY_ENV  # curl's order for an https:// URL: https_proxy, HTTPS_PROXY, ALL_PROXY
+from .records import Record
 
 NO_PROXY_ENV = ("no_proxy", "NO_PROXY")
 DEFAULT_PORT = 1080  # curl's default when the proxy URL names no port
@@ -26,7 +27,7 @@ _UNSUPPORTED = ("https", "socks4", "socks4a", "socks5", "socks5h")
 _MAX_HEAD = 16384  # a CONNECT answer's status line and headers; anything longer is not a proxy
 
 
-class Proxy(NamedTuple):
+class Proxy(Record):
     host: str
     port: int
     username: Optional[str]  # percent-decoded

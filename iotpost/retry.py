@@ -14,13 +14,14 @@ caller's, so tests never wait.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
+from .records import Record
 
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_RETRY_TIME = 60.0
 
 
-class RetryPolicy(NamedTuple):
+class RetryPolicy(Record):
     total: int = DEFAULT_RETRIES  # retries left (attempts = total + 1)
     backoff_base: float = 0.5  # first backoff, seconds
     backoff_max: float = 30.0  # cap on one exponential backoff

@@ -17,9 +17,10 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-from typing import Any, Dict, Iterable, NamedTuple, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from .payloads import parse_iso8601
+from .records import Record
 
 Json = Dict[str, Any]
 RUN_KEY, SEQ_KEY = "smoke_run", "smoke_seq"
@@ -36,7 +37,7 @@ def marked(data: Json, run_id: str, seq: int) -> Json:
     return dict(data, **{RUN_KEY: run_id, SEQ_KEY: seq})
 
 
-class ReadbackRules(NamedTuple):
+class ReadbackRules(Record):
     """What a platform documents it changes between what is sent and what is read back."""
 
     data_at_top: bool = False  # data fields come back at the record's top level (IoTFlow), else under data_key

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .argparser import ArgumentParser
 from .errors import IotPostError, TransientError, UsageError
@@ -22,6 +22,7 @@ from .exitcodes import ExitStatus
 from .smoke import ReadbackRules, differences, find_marked, marked, new_run_id
 from .smoke_report import FAILED, PASSED, SKIPPED, Reading, Step, Verdict, verdict_json, write_junit
 from .user_paths import user_path
+from .records import Record
 
 PROG = "iotpost smoke"
 PLATFORMS = ("tesaiot", "iotflow", "connectivity", "thermacore")
@@ -32,7 +33,7 @@ class StopSmoke(Exception):
     """A step failed: the run stops there (the step is already in the verdict)."""
 
 
-class SmokeSettings(NamedTuple):
+class SmokeSettings(Record):
     certs_dir: Optional[Path]
     platform: Optional[str]
     base_url: Optional[str]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, Optional
+from .records import Record
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
 
-class Step(NamedTuple):
+class Step(Record):
     name: str  # health, authenticate, send, read_back, readings (ThermaCore), preflight
     status: str  # passed | failed | skipped
     seconds: float
@@ -28,7 +29,7 @@ class Step(NamedTuple):
     exit_code: Optional[int] = None  # a failed step's exit code from the one table
 
 
-class Reading(NamedTuple):
+class Reading(Record):
     """One marked reading: what was sent, and what the read-back found."""
 
     seq: int

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Optional, Tuple
+from .records import Record
 
 ASIDE_INFIX = ".corrupt-"
 _SIDE_FILES = ("-wal", "-shm")
@@ -177,7 +178,7 @@ def aside_signature(aside: Path) -> str:
     return "%d:%d" % (size, mtime)
 
 
-class AsideRows(NamedTuple):
+class AsideRows(Record):
     pending: List[Tuple]  # (profile, idempotency_key, body, created, attempts)
     dead: List[Tuple]  # (profile, idempotency_key, body, created, dead_at, status, reason)
 

@@ -8,15 +8,16 @@ or a signed push must never cross a network in clear text, but a developer's loc
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .records import Record
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
-class SettingNames(NamedTuple):
+class SettingNames(Record):
     """How one command's user sets the URL and the CA, so a hint names only flags that command has."""
 
     url: str  # "--base-url / endpoints.json"
@@ -32,7 +33,7 @@ class SettingNames(NamedTuple):
 GENERIC_NAMES = SettingNames(url="the URL", ca="the CA file")
 
 
-class Target(NamedTuple):
+class Target(Record):
     scheme: str
     host: str
     port: int

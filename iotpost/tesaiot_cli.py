@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -32,12 +32,13 @@ from .profiles import Credentials
 from .schedule import paced
 from .target import parse_target
 from .user_paths import user_path, user_path_or_stdin
+from .records import Record
 
 PROG = "post_https_sample.py"
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
 
 
-class TesaSettings(NamedTuple):
+class TesaSettings(Record):
     certs_dir: Path
     base_url: Optional[str]
     endpoint: Optional[str]  # None: the platform's own

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -24,6 +24,7 @@ from .cli_run import run
 from .errors import ConfigError, CredentialMissing
 from .target import SettingNames, Target, parse_target
 from .user_paths import user_path
+from .records import Record
 
 PROG = "iotpost readings"
 USERNAME_ENV = "THERMACORE_USERNAME"
@@ -32,7 +33,7 @@ NAMES = SettingNames(url="--base-url", ca="--ca-file", cleartext="the password a
                      example_url="https://thermacore.example.com")
 
 
-class ReadingsSettings(NamedTuple):
+class ReadingsSettings(Record):
     base_url: str
     unit: str
     sensor_type: Optional[str]

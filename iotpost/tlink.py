@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .data_input import decode_json, decode_text
 from .errors import InputDataError
 from .tlink_schema import MAX_ID, text_limit
+from .records import Record
 
 # TLINK sensorsTypeId values.
 NUMERIC, SWITCH, LOCATION, IMAGE, SWITCH_ALT, LEVEL, VIDEO, STRING = 1, 2, 3, 4, 5, 6, 7, 8
@@ -57,14 +58,14 @@ _RANGES = {
 _DEFAULT_RANGE = (0.0, 100.0, 1.0, 95.0)
 
 
-class SensorSpec(NamedTuple):
+class SensorSpec(Record):
     sensor_id: int
     type_id: int = NUMERIC
     unit: Optional[str] = None
     name: Optional[str] = None  # sensorName
 
 
-class DeviceInfo(NamedTuple):
+class DeviceInfo(Record):
     """What a push says about its device; None fields are left out of the push."""
 
     device_id: int

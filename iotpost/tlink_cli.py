@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import IO, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import IO, Iterator, List, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -36,6 +36,7 @@ from .tlink import (DEFAULT_SENSORS, DeviceInfo, SensorSpec, TlinkPushes, encode
 from .tlink_input import TlinkLine, read_reading_lines
 from .tlink_stamps import PushTimes
 from .user_paths import user_path, user_path_or_stdin
+from .records import Record
 
 PROG = "tlink_push.py"
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ URL_ENV = "TLINK_WEBHOOK_URL"
 SECRET_ENV = "TLINK_WEBHOOK_SECRET"
 
 
-class TlinkSettings(NamedTuple):
+class TlinkSettings(Record):
     url: str
     ca_file: Path
     secret_file: Optional[Path]

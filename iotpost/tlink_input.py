@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import math
 import re
-from typing import IO, Any, Dict, Iterator, NamedTuple, Optional, Union
+from typing import IO, Any, Dict, Iterator, Optional, Union
 
 from .data_input import decode_line, read_lines
 from .errors import InputDataError
 from .tlink import limit_problem, value_text
+from .records import Record
 
 _TLINK_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 TIME_HINT = "write time as 2026-11-27 16:45:03 (local time, as TLINK sends it) or ISO 8601 with an offset"
 
 
-class TlinkLine(NamedTuple):
+class TlinkLine(Record):
     values: Dict[int, Optional[str]]  # sensor id -> reading as text, in the line's order; None: offline
     time: Optional[str]  # TLINK local time, or None: stamp it when sent
     where: str  # "<stdin> line 3", for messages

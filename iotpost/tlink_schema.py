@@ -11,7 +11,8 @@ fails from the same table (``receiver/tlink_limits.why_reference_fails``).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
+from .records import Record
 
 TEXT = "text"  # VARCHAR(size): at most ``size`` characters, as the driver would render the value
 INT64 = "int64"  # BIGINT: a signed 64-bit integer
@@ -20,7 +21,7 @@ DEVICE_KEY = "device key"  # BIGINT and > 0: the reference finds the device by i
 LOOSE_INT64 = "loose int64"  # BIGINT, but the reference drops (stores NULL) what is not an integer
 
 
-class Limit(NamedTuple):
+class Limit(Record):
     """One column of the reference's schema, named by the push field that fills it."""
 
     field: str

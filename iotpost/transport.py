@@ -20,11 +20,12 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
 from .tlsctx import client_certificate_error, client_certificate_refused, explain_tls_failure
+from .records import Record
 
 MAX_RESPONSE_BYTES = 1 << 20
 # What a kept-alive connection the server already closed looks like when we use it again.
@@ -62,7 +63,7 @@ def proxy_secrets(flag: Optional[str], environ: Mapping[str, str]) -> List[str]:
     return found
 
 
-class Response(NamedTuple):
+class Response(Record):
     status: int
     reason: str
     headers: Dict[str, str]  # lower-case names

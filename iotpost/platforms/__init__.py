@@ -10,11 +10,12 @@ Adding a platform is one module here and its name in ``SENDING``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..errors import ConfigError, UsageError
 from ..payloads import iso_utc
 from ..profiles import Profile
+from ..records import Record
 
 Json = Dict[str, Any]
 
@@ -23,7 +24,7 @@ SENDING = ("tesaiot", "iotflow", "connectivity")
 DEFAULT = "tesaiot"
 
 
-class Platform(NamedTuple):
+class Platform(Record):
     name: str
     profile: Profile  # endpoint, auth header, the wording of hints
     make_body: Callable[[str, Json, Optional[Json], str], Json]  # (device_id, data, metadata, timestamp)
