@@ -25,8 +25,6 @@ from .faults import DEFAULT_RANDOM_KINDS, FAULT_KINDS, check_kinds
 
 PROG = "receiver.py"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CERT = PROJECT_ROOT / "tests" / "certdata" / "localhost.pem"
-DEFAULT_KEY = PROJECT_ROOT / "tests" / "certdata" / "localhost.key"
 DEFAULT_BUNDLE = PROJECT_ROOT / "certs_credentials"
 SECRET_FILE_ENV = "TLINK_WEBHOOK_SECRET_FILE"
 KEEP_REQUESTS = 1000  # the in-memory request log of a long-running receiver stays bounded
@@ -129,8 +127,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="the one address to listen on (default: both 127.0.0.1 and ::1, so localhost "
                         "is fast whichever a client tries first)")
     parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
-    parser.add_argument("--cert", type=user_path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
-    parser.add_argument("--key", type=user_path, default=DEFAULT_KEY, help="server private key (PEM)")
+    parser.add_argument("--cert", type=user_path, default=None,
+                        help="server certificate chain (PEM; default: the test-only certificate for localhost)")
+    parser.add_argument("--key", type=user_path, default=None, help="server private key (PEM)")
     parser.add_argument("--client-ca", type=user_path, default=None, metavar="PEM",
                         help="require a client certificate signed by this CA (mTLS, as TESAIoT's port 9444)")
     parser.add_argument("--http", action="store_true",
@@ -175,9 +174,17 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
     secret_file = ns.tlink_secret_file
     if secret_file is None and env.get(SECRET_FILE_ENV, "").strip():
         secret_file = user_path(env[SECRET_FILE_ENV].strip())
+    certfile, keyfile = ns.cert, ns.key
+    if (certfile is None or keyfile is None) and not ns.http:
+        from .demo_cert import demo_cert_pair
+
+        demo_cert, demo_key = demo_cert_pair()
+        certfile, keyfile = certfile or demo_cert, keyfile or demo_key
+    # The sample bundle lives in a clone only (not in iotpost.pyz or an installed package).
+    default_bundles = (DEFAULT_BUNDLE,) if DEFAULT_BUNDLE.is_dir() else ()
     return ReceiverSettings(
-        host=ns.host, port=ns.port, tls=not ns.http, certfile=ns.cert, keyfile=ns.key,
-        bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
+        host=ns.host, port=ns.port, tls=not ns.http, certfile=certfile or Path("-"), keyfile=keyfile or Path("-"),
+        bundles=tuple(ns.bundle or default_bundles), db_path=ns.db, tlink_secret_file=secret_file,
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
         fault_poison=ns.fault_poison or None, head_timeout=ns.head_timeout, idle_timeout=ns.idle_timeout,
@@ -261,6 +268,8 @@ def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
         if settings.host is None and "::1" not in twin.addresses:
             sys.stderr.write("receiver: note: not listening on ::1 (no IPv6 here): 127.0.0.1 only\n")
         sys.stderr.flush()
+        if not settings.bundles:
+            sys.stderr.write("receiver: note: no bundle registered (no certs_credentials/ here): pass --bundle DIR\n")
         if settings.verbose:
             for device_id in twin.store.devices():
                 sys.stderr.write("receiver: device %s registered\n" % device_id)
