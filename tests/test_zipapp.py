@@ -77,6 +77,20 @@ class ZipappTests(unittest.TestCase):
         self.assertEqual(twin.store.count_telemetry(DEVICE), 2)
         self.assertNotIn(KEY, proc.stdout + proc.stderr)
 
+    def test_finds_certs_credentials_in_the_current_folder_without_flags(self):
+        twin = start_test_twin(self)
+        twin.register_device(DEVICE, KEY)
+        work = temp_dir(self)
+        make_bundle(work / "certs_credentials", url=twin.url, device_id=DEVICE, api_key=KEY)
+        proc = subprocess.run([sys.executable, str(self.pyz), "send"], cwd=str(work), capture_output=True,
+                              text=True, env=cli_env(), stdin=subprocess.DEVNULL, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(twin.store.count_telemetry(DEVICE), 1)
+        elsewhere = subprocess.run([sys.executable, str(self.pyz), "send"], cwd=str(temp_dir(self)),
+                                   capture_output=True, text=True, env=cli_env(), stdin=subprocess.DEVNULL, timeout=60)
+        self.assertEqual(elsewhere.returncode, 66)
+        self.assertIn("certs_credentials", elsewhere.stderr)
+
     def test_refused_key_is_77_as_from_the_script(self):
         twin = start_test_twin(self)
         bundle = make_bundle(temp_dir(self) / "bundle", url=twin.url, device_id=DEVICE, api_key=KEY)  # unknown
