@@ -59,6 +59,7 @@ class CommonSettings(NamedTuple):
     proxy: Optional[str] = None  # --proxy URL (None: from the environment, as curl)
     noproxy: Optional[str] = None  # --noproxy LIST
     timestamps: bool = False  # prefix human lines with the local time
+    jitter: float = 0.0  # --jitter: wait a random 0..jitter seconds before the first send
 
 
 def _seconds(low: float, high: float, low_inclusive: bool = True):
@@ -107,6 +108,9 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="print the requests that would be sent (key redacted) and contact nothing")
     g.add_argument("--allow-http", action="store_true",
                    help="permit a plain http:// URL to this machine only (local development servers)")
+    g.add_argument("--jitter", type=_seconds(0, 3600), default=0.0, metavar="SECONDS",
+                   help="wait a random time from 0 to SECONDS before the first send, so a fleet started by "
+                   "one cron minute does not send at once (default 0)")
     g.add_argument("--seed", type=int, default=None, help="seed for generated values (reproducible runs)")
     r = parser.add_argument_group("reliability")
     r.add_argument("--retries", type=_whole(0), default=DEFAULT_RETRIES, metavar="N",
@@ -289,6 +293,7 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
         proxy=ns.proxy,
         noproxy=ns.noproxy,
         timestamps=ns.timestamps,
+        jitter=ns.jitter,
     )
 
 
@@ -430,6 +435,15 @@ def dry_run_environment(env: Environment) -> Environment:
                        monotonic=sim.monotonic, wall=sim.wall, sleep=sim.sleep, rand=env.rand)
 
 
+def wait_jitter(jitter: float, reporter: Reporter, env: Environment) -> None:
+    """--jitter: sleep a random share of ``jitter`` seconds (env.rand, env.sleep: injectable, no wait in tests)."""
+    if jitter <= 0:
+        return
+    delay = env.rand() * jitter
+    reporter.waiting(delay, "--jitter")
+    env.sleep(delay)
+
+
 def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
              make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
              ssl_context: Optional[ssl.SSLContext]) -> int:
@@ -438,7 +452,10 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
     With --dry-run: print what would be sent, on a simulated clock, and contact nothing.
     """
     if s.dry_run:
-        return dry_run(reporter, profile, creds, target, make_bodies(dry_run_environment(env)))
+        simulated = dry_run_environment(env)
+        wait_jitter(s.jitter, reporter, simulated)  # on the simulated clock: timestamps show it, nothing waits
+        return dry_run(reporter, profile, creds, target, make_bodies(simulated))
+    wait_jitter(s.jitter, reporter, env)
     from .delivery import Sender
     from .transport import Transport
 
