@@ -291,6 +291,14 @@ class Transport:
                 "certificate, so ask for this host to be exempt (TLS must be end to end)" % self.proxy.where)
         return err
 
+    def handshake(self) -> Optional[ssl.SSLSocket]:
+        """Connect now, verified as for a send, and return the TLS socket (None over http://): for the doctor,
+        which reads the server's certificate before it sends anything."""
+        if self._conn is None:
+            self._conn = self._open()
+        sock = self._conn.sock
+        return sock if isinstance(sock, ssl.SSLSocket) else None
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -54,6 +54,7 @@ class ReceiverSettings:
     idle_timeout: float = 10.0  # seconds any one read may wait (an idle kept-alive connection too)
     max_connections: int = 512  # open connections; more are closed at once
     client_ca: Optional[Path] = None  # require client certificates signed by this CA (mTLS)
+    clock_offset: float = 0.0  # seconds added to the Date header (a test aid)
 
 
 def _db_path(text: str) -> str:
@@ -106,6 +107,16 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError("must be seconds, more than 0 and at most 3600, not %r" % text)
+    return value
+
+
+def _offset(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -10 ** 9 <= value <= 10 ** 9:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be seconds (negative: behind), not %r" % text)
     return value
 
 
@@ -163,6 +174,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="close a connection that sends nothing for this long (default 10)")
     parser.add_argument("--max-connections", type=_positive_int, default=512, metavar="N",
                         help="open connections at most (one thread each); more are closed at once (default 512)")
+    parser.add_argument("--clock-offset", type=_offset, default=0.0, metavar="SECONDS",
+                        help="a test aid: answer with a Date header this many seconds off (negative: behind), "
+                        "to see a client's clock check fail (iotpost doctor)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request to stderr (never API keys)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -188,7 +202,7 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
         fault_poison=ns.fault_poison or None, head_timeout=ns.head_timeout, idle_timeout=ns.idle_timeout,
-        max_connections=ns.max_connections, client_ca=ns.client_ca,
+        max_connections=ns.max_connections, client_ca=ns.client_ca, clock_offset=ns.clock_offset,
     )
 
 
@@ -233,7 +247,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
             port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
             log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
             head_timeout=s.head_timeout, handler_timeout=s.idle_timeout, max_connections=s.max_connections,
-            client_ca=s.client_ca,
+            client_ca=s.client_ca, clock_offset=s.clock_offset,
         )
     except ssl.SSLError as exc:
         raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"
