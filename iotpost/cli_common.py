@@ -242,11 +242,18 @@ def make_ssl_context(ca_file: Optional[Path], t: TLSSettings, client_cert: Optio
             secrets.append(password.decode("utf-8", "replace"))  # redacted from here on
     ctx = build_ssl_context(ca_file, client_cert, client_key, password=password, pins=t.pins)
     if reporter.verbose:
+        from .tlsctx import expiry_day
+
         trust = ca_file if ca_file is not None else "the system's trust store (the bundle has no ca-chain.pem)"
-        write_line(reporter.stderr, reporter.redact("* trusting: %s\n" % trust))
-        def show(pin: str, version: str) -> None:
-            line = "* %s; server public key pin: sha256//%s%s" % (
-                version, pin, " (matches --pin-sha256)" if t.pins else "")
+        # A bundle's CA expires too: say when, so a renewal is not a surprise (the system store's are many).
+        days = sorted(expiry_day(c["notAfter"]) for c in ctx.get_ca_certs() if "notAfter" in c) if ca_file else []
+        expires = " (CA expires %s)" % ", ".join(days) if days else ""
+        write_line(reporter.stderr, reporter.redact("* trusting: %s%s\n" % (trust, expires)))
+
+        def show(pin: str, version: str, not_after: Optional[str] = None) -> None:
+            line = "* %s; server public key pin: sha256//%s%s%s" % (
+                version, pin, " (matches --pin-sha256)" if t.pins else "",
+                "; server certificate expires %s" % expiry_day(not_after) if not_after else "")
             write_line(reporter.stderr, reporter.redact(line) + "\n")  # a closed pipe must not fail the send
 
         ctx.on_connect = show

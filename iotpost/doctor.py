@@ -61,9 +61,9 @@ def _days_left(not_after: str, now: float) -> float:
 
 
 def _day(not_after: str) -> str:
-    import ssl
+    from .tlsctx import expiry_day
 
-    return time.strftime("%Y-%m-%d", time.gmtime(ssl.cert_time_to_seconds(not_after)))
+    return expiry_day(not_after)
 
 
 def run_checks(s: DoctorSettings, secrets: List[str], wall=time.time) -> Iterator[CheckResult]:

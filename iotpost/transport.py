@@ -207,7 +207,7 @@ class Transport:
 
         pin = check_pin(sock.getpeercert(binary_form=True), pins, self._where())
         if on_connect is not None:
-            on_connect(pin, sock.version() or "TLS")
+            on_connect(pin, sock.version() or "TLS", (sock.getpeercert() or {}).get("notAfter"))
 
     def _classify(self, exc: BaseException, fresh: bool = False) -> IotPostError:
         """A failure after the handshake: a TLS 1.3 server's alert about our client certificate (78)
