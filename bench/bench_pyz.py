@@ -44,6 +44,8 @@ def instructions(cmd) -> int:
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
     found = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
+    if proc.returncode != 0:  # a count of a run that failed early would flatter it
+        raise SystemExit("%s exited %d:\n%s" % (cmd, proc.returncode, proc.stderr[-2000:]))
     if not found:
         raise SystemExit("valgrind gave no count for %s:\n%s" % (cmd, proc.stderr[-2000:]))
     return int(found.group(1))

@@ -124,14 +124,18 @@ class ZipappTests(unittest.TestCase):
 
     def test_twin_from_the_pyz_without_a_bundle_says_so(self):
         self.assertTrue(SAMPLE_BUNDLE.is_dir())  # the clone has it; the archive must not
+        before = set(Path(tempfile.gettempdir()).glob("iotpost-twin-cert-*"))
         proc = subprocess.Popen([sys.executable, str(self.pyz), "receiver", "--port", "0", "--db", ":memory:"],
                                 cwd=str(temp_dir(self)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, env=cli_env())
+        # Windows has no SIGTERM to end it cleanly (atexit would not run): remove what it unpacked.
+        self.addCleanup(lambda: [shutil.rmtree(str(p), True)
+                                 for p in set(Path(tempfile.gettempdir()).glob("iotpost-twin-cert-*")) - before])
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         self.addCleanup(proc.stderr.close)
         self.assertIn("listening on", proc.stderr.readline())
         self.assertIn("no bundle registered", proc.stderr.readline())
-        proc.kill()
+        proc.terminate()
         proc.wait(timeout=10)
 
 
