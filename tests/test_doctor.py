@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import unittest
 
 from iotpost.doctor import _expiry
 from iotpost.receiver.faults import FaultPlan
+from tests.proxy_support import closed_port, start_test_proxy
 from tests.support import PROJECT_ROOT, SENDER, run_cli
 from tests.twin_support import CERTDATA, make_bundle, start_test_twin, temp_dir
 
@@ -88,10 +88,7 @@ class DoctorTests(unittest.TestCase):
         self.assertFailsAt(self.doctor(self.bundle(twin.url)), "tls", 78, "expired")
 
     def test_refused_connection_is_75_at_tcp(self):
-        with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        proc = self.doctor(self.bundle("https://127.0.0.1:%d" % port))
+        proc = self.doctor(self.bundle("https://127.0.0.1:%d" % closed_port(self)))
         self.assertFailsAt(proc, "tcp", 75, "connection refused")
 
     def test_rejected_key_is_77_at_auth(self):
@@ -126,6 +123,31 @@ class DoctorTests(unittest.TestCase):
         self.assertEqual(records[-1]["event"], "doctor")
         self.assertEqual((records[-1]["exit_code"], records[-1]["first_failure"]), (78, "clock"))
         self.assertTrue(all(r["schema"] == 1 for r in records))
+
+    def test_through_a_proxy_the_tunnel_is_its_own_line(self):
+        twin = self.twin()
+        proxy = start_test_proxy(self)
+        proc = self.doctor(self.bundle(twin.url), "--proxy", proxy.url)
+        self.assertEqual(proc.returncode, 0, proc.stdout)
+        lines = self.lines(proc)
+        self.assertIn("127.0.0.1 -> 127.0.0.1 (the proxy's; it resolves localhost itself)", lines["dns"][1])
+        self.assertIn("opened a tunnel to localhost:%d" % twin.port, lines["proxy"][1])
+        self.assertEqual(lines["tls"][0], "ok")
+        self.assertEqual(set(proxy.connects), {"localhost:%d" % twin.port})
+
+    def test_a_proxy_that_wants_credentials_is_77_at_proxy(self):
+        twin = self.twin()
+        proxy = start_test_proxy(self, auth=("user", "pass"))
+        proc = self.doctor(self.bundle(twin.url), "--proxy", proxy.url)
+        self.assertFailsAt(proc, "proxy", 77, "proxy")
+
+    def test_iotflow_key_is_checked_with_the_device_status_get_and_nothing_is_posted(self):
+        twin = self.twin()
+        bundle = self.bundle(twin.url, device_id="42")
+        proc = self.doctor(bundle, "--platform", "iotflow")
+        self.assertIn(self.lines(proc)["auth"][0], ("ok", "not checked", "fail"), proc.stdout)
+        asked = [(r.method, r.path, r.headers.get("x-api-key") or r.headers.get("X-API-Key")) for r in twin.requests]
+        self.assertEqual(asked, [("GET", "/api/v1/devices/status", KEY)])
 
     def test_sender_check_runs_the_same_checks_and_sends_nothing(self):
         twin = self.twin()
