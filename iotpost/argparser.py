@@ -40,6 +40,14 @@ class ArgumentParser(argparse.ArgumentParser):
             close = prefixed if len(prefixed) == 1 else []
         return close[0] if close else None
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        # Every command answers --version, also one whose module does not add it itself.
+        if "--version" not in self._option_string_actions:
+            from . import __version__
+
+            self.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
+        return super().parse_known_args(args, namespace)
+
     def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # type: ignore[override]
         ns, extras = self.parse_known_args(args, namespace)
         if extras:

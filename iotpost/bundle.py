@@ -52,11 +52,26 @@ class Bundle(Record):
                 % (self.certs_dir, self.device_id, self.ca_file, self.base_url, self.client_cert))
 
 
-def default_certs_dir(script_dir: Path, environ: Optional[dict] = None) -> Path:
-    """The bundle folder: $IOTPOST_CERTS_DIR (or $TESAIOT_CERTS_DIR) if set, else certs_credentials/ beside the script."""
+BUNDLE_DIR_NAME = "certs_credentials"
+
+
+def default_certs_dir(script_dir: Optional[Path], environ: Optional[dict] = None,
+                      cwd: Optional[Path] = None) -> Path:
+    """The bundle folder when --certs-dir is not given, the same for a clone, iotpost.pyz and pip:
+
+    $IOTPOST_CERTS_DIR (or the seed's $TESAIOT_CERTS_DIR) if set, else ./certs_credentials in the
+    current folder if it exists, else certs_credentials/ beside the scripts (a clone's sample bundle;
+    an archive or site-packages has none), else ./certs_credentials, so the error names where to put it.
+    """
     env = os.environ if environ is None else environ
     configured = env.get(CERTS_DIR_ENV, "").strip() or env.get(LEGACY_CERTS_DIR_ENV, "").strip()
-    return user_path(configured) if configured else script_dir / "certs_credentials"
+    if configured:
+        return user_path(configured)
+    here = (Path.cwd() if cwd is None else cwd) / BUNDLE_DIR_NAME
+    if here.is_dir() or script_dir is None:
+        return here
+    beside = script_dir / BUNDLE_DIR_NAME
+    return beside if beside.is_dir() else here
 
 
 def _read_text(path: Path, what: str) -> str:

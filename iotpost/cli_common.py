@@ -60,6 +60,7 @@ class CommonSettings(Record):
     proxy: Optional[str] = None  # --proxy URL (None: from the environment, as curl)
     noproxy: Optional[str] = None  # --noproxy LIST
     timestamps: bool = False  # prefix human lines with the local time
+    jitter: float = 0.0  # --jitter: wait a random 0..jitter seconds before the first send
 
 
 def _seconds(low: float, high: float, low_inclusive: bool = True):
@@ -108,6 +109,9 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="print the requests that would be sent (key redacted) and contact nothing")
     g.add_argument("--allow-http", action="store_true",
                    help="permit a plain http:// URL to this machine only (local development servers)")
+    g.add_argument("--jitter", type=_seconds(0, 3600), default=0.0, metavar="SECONDS",
+                   help="wait a random time from 0 to SECONDS before the first send, so a fleet started by "
+                   "one cron minute does not send at once (default 0)")
     g.add_argument("--seed", type=int, default=None, help="seed for generated values (reproducible runs)")
     r = parser.add_argument_group("reliability")
     r.add_argument("--retries", type=_whole(0), default=DEFAULT_RETRIES, metavar="N",
@@ -239,11 +243,18 @@ def make_ssl_context(ca_file: Optional[Path], t: TLSSettings, client_cert: Optio
             secrets.append(password.decode("utf-8", "replace"))  # redacted from here on
     ctx = build_ssl_context(ca_file, client_cert, client_key, password=password, pins=t.pins)
     if reporter.verbose:
+        from .tlsctx import expiry_day
+
         trust = ca_file if ca_file is not None else "the system's trust store (the bundle has no ca-chain.pem)"
-        write_line(reporter.stderr, reporter.redact("* trusting: %s\n" % trust))
-        def show(pin: str, version: str) -> None:
-            line = "* %s; server public key pin: sha256//%s%s" % (
-                version, pin, " (matches --pin-sha256)" if t.pins else "")
+        # A bundle's CA expires too: say when, so a renewal is not a surprise (the system store's are many).
+        days = sorted(expiry_day(c["notAfter"]) for c in ctx.get_ca_certs() if "notAfter" in c) if ca_file else []
+        expires = " (CA expires %s)" % ", ".join(days) if days else ""
+        write_line(reporter.stderr, reporter.redact("* trusting: %s%s\n" % (trust, expires)))
+
+        def show(pin: str, version: str, not_after: Optional[str] = None) -> None:
+            line = "* %s; server public key pin: sha256//%s%s%s" % (
+                version, pin, " (matches --pin-sha256)" if t.pins else "",
+                "; server certificate expires %s" % expiry_day(not_after) if not_after else "")
             write_line(reporter.stderr, reporter.redact(line) + "\n")  # a closed pipe must not fail the send
 
         ctx.on_connect = show
@@ -290,6 +301,7 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
         proxy=ns.proxy,
         noproxy=ns.noproxy,
         timestamps=ns.timestamps,
+        jitter=ns.jitter,
     )
 
 
@@ -431,6 +443,15 @@ def dry_run_environment(env: Environment) -> Environment:
                        monotonic=sim.monotonic, wall=sim.wall, sleep=sim.sleep, rand=env.rand)
 
 
+def wait_jitter(jitter: float, reporter: Reporter, env: Environment) -> None:
+    """--jitter: sleep a random share of ``jitter`` seconds (env.rand, env.sleep: injectable, no wait in tests)."""
+    if jitter <= 0:
+        return
+    delay = env.rand() * jitter
+    reporter.waiting(delay, "--jitter")
+    env.sleep(delay)
+
+
 def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
              make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
              ssl_context: Optional[ssl.SSLContext]) -> int:
@@ -439,7 +460,10 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
     With --dry-run: print what would be sent, on a simulated clock, and contact nothing.
     """
     if s.dry_run:
-        return dry_run(reporter, profile, creds, target, make_bodies(dry_run_environment(env)))
+        simulated = dry_run_environment(env)
+        wait_jitter(s.jitter, reporter, simulated)  # on the simulated clock: timestamps show it, nothing waits
+        return dry_run(reporter, profile, creds, target, make_bodies(simulated))
+    wait_jitter(s.jitter, reporter, env)
     from .delivery import Sender
     from .transport import Transport
 

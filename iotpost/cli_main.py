@@ -29,6 +29,7 @@ COMMANDS: Dict[str, Command] = {
     "register": Command("register_cli", "register a device on IoTFlow or Connectivity and write its bundle"),
     "heartbeat": Command("heartbeat_cli", "tell the platform the device is online"),
     "readings": Command("readings_cli", "read stored readings back (IoTFlow, Connectivity, ThermaCore)"),
+    "doctor": Command("doctor_cli", "check bundle, DNS, TCP, proxy, TLS, clock and key, one line each"),
     "spool": Command("spool_cli", "the spool: status, dead-letters, drop ID, requeue ID, flush"),
     "smoke": Command("smoke_cli", "CI check: health, credentials, send, read back, compare; JSON and JUnit verdict"),
     "receiver": Command("receiver.cli", "run the local twin of the platforms; as receiver.py"),

@@ -244,6 +244,11 @@ class Reporter:
         for name, value in headers.items():
             self._write(self.stderr, "< %s: %s" % (name, value))
 
+    def waiting(self, seconds: float, why: str) -> None:
+        """A deliberate wait before sending (--jitter): said under --verbose only."""
+        if self.verbose:
+            self._write(self.stderr, "%s: waiting %.1f s (%s) before the first send" % (self.prog, seconds, why))
+
     def retrying(self, seq: int, why: str, delay: float, next_attempt: int, max_attempts: int) -> None:
         if self.mode == "json":
             self.json_line({"event": "retry", "seq": seq, "reason": why, "delay_s": round(delay, 3),

@@ -38,6 +38,11 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
     if not args or args[0] in ("-h", "--help"):
         write_safely(sys.stdout if args else sys.stderr, usage(prog))
         return int(ExitStatus.OK if args else ExitStatus.USAGE)
+    if args[0] == "--version":
+        from . import __version__
+
+        write_safely(sys.stdout, "%s (iotpost %s)\n" % (prog, __version__))
+        return int(ExitStatus.OK)
     action = args[0]
     if action not in ACTIONS:
         write_safely(sys.stderr, "%s: error: unknown action %r (choose from %s)\n"

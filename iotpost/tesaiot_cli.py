@@ -50,6 +50,7 @@ class TesaSettings(Record):
     tls: TLSSettings = TLSSettings()
     platform: Optional[str] = None  # None: the bundle's endpoints.json "platform", else tesaiot
     metadata: Optional[dict] = None
+    check: bool = False  # --check: run the doctor's checks instead of sending
 
 
 def build_parser(prog: str = PROG) -> ArgumentParser:
@@ -62,6 +63,9 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
         "TLS certificate problem, 130/143 interrupted. See README.md.",
     )
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
+    p.add_argument("--check", action="store_true",
+                   help="send nothing: check the bundle, DNS, TCP, proxy, TLS and certificate expiry, the clock "
+                   "and the key, one line each, as `iotpost doctor` (exit: the first failing check's code)")
     b = p.add_argument_group("platform and bundle")
     b.add_argument("--platform", choices=SENDING, default=None,
                    help="payload shape, endpoint and auth header (default: the bundle's endpoints.json "
@@ -116,6 +120,7 @@ def settings_from_args(argv: List[str], prog: str = PROG) -> TesaSettings:
         tls=tls_settings(ns),
         platform=ns.platform,
         metadata=_metadata(ns.metadata),
+        check=ns.check,
     )
 
 
@@ -211,6 +216,8 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     reporter = make_reporter(prog, c, env, secrets)
     if is_spool_command(c):
         return spool_report(c, reporter, env)
+    if s.check:
+        return _check(s, reporter, secrets, env)
     platform = choose_platform(s)
     profile = platform.profile
     bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url, ca_file=s.ca_file,
@@ -232,6 +239,19 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     make_bodies = body_source(s, bundle.device_id, platform, reporter.warn)
     creds = Credentials(api_key=bundle.api_key)
     return send_all(c, profile, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
+
+
+def _check(s: TesaSettings, reporter, secrets: List[str], env: Environment) -> int:
+    """--check: the doctor's checks with this command's bundle, URL, CA and proxy settings."""
+    from .doctor import DoctorSettings
+    from .doctor_cli import doctor
+
+    c = s.common
+    settings = DoctorSettings(certs_dir=s.certs_dir, platform=s.platform, base_url=s.base_url, endpoint=s.endpoint,
+                              device_id=s.device_id, ca_file=s.ca_file, client_cert=s.tls.client_cert,
+                              client_key=s.tls.client_key, proxy=c.proxy, noproxy=c.noproxy, timeout=c.timeout,
+                              allow_http=c.allow_http)
+    return doctor(settings, reporter, secrets, env)
 
 
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:

@@ -28,7 +28,14 @@ class ClientContext(ssl.SSLContext):
 
     pins: Tuple[str, ...] = ()
     client_cert: Optional[Path] = None
-    on_connect: Optional[Callable[[str, str], None]] = None
+    on_connect: Optional[Callable[[str, str, Optional[str]], None]] = None  # (pin, TLS version, notAfter)
+
+
+def expiry_day(not_after: str) -> str:
+    """A certificate's ``notAfter`` ("Dec 31 23:59:59 2099 GMT") as a UTC day, 2099-12-31."""
+    import time
+
+    return time.strftime("%Y-%m-%d", time.gmtime(ssl.cert_time_to_seconds(not_after)))
 
 
 def build_ssl_context(

@@ -208,7 +208,7 @@ class Transport:
 
         pin = check_pin(sock.getpeercert(binary_form=True), pins, self._where())
         if on_connect is not None:
-            on_connect(pin, sock.version() or "TLS")
+            on_connect(pin, sock.version() or "TLS", (sock.getpeercert() or {}).get("notAfter"))
 
     def _classify(self, exc: BaseException, fresh: bool = False) -> IotPostError:
         """A failure after the handshake: a TLS 1.3 server's alert about our client certificate (78)
@@ -291,6 +291,14 @@ class Transport:
                 "the connection goes through proxy %s: a proxy that intercepts TLS presents its own "
                 "certificate, so ask for this host to be exempt (TLS must be end to end)" % self.proxy.where)
         return err
+
+    def handshake(self) -> Optional[ssl.SSLSocket]:
+        """Connect now, verified as for a send, and return the TLS socket (None over http://): for the doctor,
+        which reads the server's certificate before it sends anything."""
+        if self._conn is None:
+            self._conn = self._open()
+        sock = self._conn.sock
+        return sock if isinstance(sock, ssl.SSLSocket) else None
 
     def close(self) -> None:
         if self._conn is not None:

@@ -322,13 +322,35 @@ class SecretNeverShownTest(BundleTestCase):
 
 
 class DefaultCertsDirTest(unittest.TestCase):
-    def test_without_env(self) -> None:
-        script = Path("/opt/iotpost")
-        self.assertEqual(default_certs_dir(script, {}), script / "certs_credentials")
+    """Lookup order: $IOTPOST_CERTS_DIR, ./certs_credentials, beside the scripts (a clone), else ./certs_credentials."""
+
+    def setUp(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="iotpost-lookup-"))
+        self.addCleanup(shutil.rmtree, str(self.root), True)
+        self.script = self.root / "clone"
+        self.cwd = self.root / "work"
+        self.cwd.mkdir()
+
+    def test_without_env_or_any_folder_names_the_current_folder(self) -> None:
+        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), self.cwd / "certs_credentials")
+        self.assertEqual(default_certs_dir(None, {}, cwd=self.cwd), self.cwd / "certs_credentials")
+
+    def test_beside_the_scripts_when_the_current_folder_has_none(self) -> None:
+        (self.script / "certs_credentials").mkdir(parents=True)
+        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), self.script / "certs_credentials")
+
+    def test_current_folder_wins_over_beside_the_scripts(self) -> None:
+        (self.script / "certs_credentials").mkdir(parents=True)
+        (self.cwd / "certs_credentials").mkdir()
+        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), self.cwd / "certs_credentials")
+
+    def test_env_wins_over_the_current_folder(self) -> None:
+        (self.cwd / "certs_credentials").mkdir()
+        self.assertEqual(default_certs_dir(self.script, {CERTS_DIR_ENV: "/etc/b"}, cwd=self.cwd), Path("/etc/b"))
 
     def test_blank_env_is_ignored(self) -> None:
-        script = Path("/opt/iotpost")
-        self.assertEqual(default_certs_dir(script, {CERTS_DIR_ENV: "  "}), script / "certs_credentials")
+        self.assertEqual(default_certs_dir(self.script, {CERTS_DIR_ENV: "  "}, cwd=self.cwd),
+                         self.cwd / "certs_credentials")
 
     def test_with_env(self) -> None:
         self.assertEqual(default_certs_dir(Path("/opt/iotpost"), {CERTS_DIR_ENV: " /etc/iotpost/certs "}),

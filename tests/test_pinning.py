@@ -138,6 +138,8 @@ class PinningEndToEndTests(unittest.TestCase):
         proc = self.send("--verbose")
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn("server public key pin: sha256//" + LOCALHOST_PIN, proc.stderr)
+        self.assertIn("; server certificate expires %s\n" % _openssl_end(LOCALHOST_PEM), proc.stderr)
+        self.assertIn("(CA expires %s)\n" % _openssl_end(CA_PEM), proc.stderr)
         if shutil.which("curl") is not None:  # and curl agrees it is this server's pin
             curl = subprocess.run(["curl", "-s", "-o", os.devnull, "--cacert", str(CA_PEM), "--pinnedpubkey",
                                    "sha256//" + LOCALHOST_PIN, self.twin.url + "/"], capture_output=True)
@@ -171,3 +173,15 @@ class PinningEndToEndTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _openssl_end(pem) -> str:
+    """The certificate's notAfter day, read by openssl (not by the code under test); without openssl, the
+    test PKI's fixed date (tests/certdata/README.md)."""
+    if shutil.which("openssl") is None:
+        return "2099-12-31"
+    import datetime
+
+    out = subprocess.run(["openssl", "x509", "-in", str(pem), "-noout", "-enddate"], capture_output=True,
+                         text=True, check=True).stdout.strip().split("=", 1)[1]
+    return datetime.datetime.strptime(out.replace(" GMT", ""), "%b %d %H:%M:%S %Y").strftime("%Y-%m-%d")

@@ -26,8 +26,6 @@ from .faults import DEFAULT_RANDOM_KINDS, FAULT_KINDS, check_kinds
 
 PROG = "receiver.py"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CERT = PROJECT_ROOT / "tests" / "certdata" / "localhost.pem"
-DEFAULT_KEY = PROJECT_ROOT / "tests" / "certdata" / "localhost.key"
 DEFAULT_BUNDLE = PROJECT_ROOT / "certs_credentials"
 SECRET_FILE_ENV = "TLINK_WEBHOOK_SECRET_FILE"
 KEEP_REQUESTS = 1000  # the in-memory request log of a long-running receiver stays bounded
@@ -58,6 +56,7 @@ class ReceiverSettings:
     max_connections: int = 512  # open connections; more are closed at once
     client_ca: Optional[Path] = None  # require client certificates signed by this CA (mTLS)
     iotflow_limits: str = "default"  # IoTFlow's rate limits: default, off, or telemetry=N/S,heartbeat=N/S,...
+    clock_offset: float = 0.0  # seconds added to the Date header (a test aid)
 
 
 def _db_path(text: str) -> str:
@@ -123,6 +122,16 @@ def _iotflow_limits(text: str) -> str:
     return text
 
 
+def _offset(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -10 ** 9 <= value <= 10 ** 9:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be seconds (negative: behind), not %r" % text)
+    return value
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
@@ -142,8 +151,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="the one address to listen on (default: both 127.0.0.1 and ::1, so localhost "
                         "is fast whichever a client tries first)")
     parser.add_argument("--port", type=_port, default=8443, help="port (default 8443; 0 picks a free one)")
-    parser.add_argument("--cert", type=user_path, default=DEFAULT_CERT, help="server certificate chain (PEM)")
-    parser.add_argument("--key", type=user_path, default=DEFAULT_KEY, help="server private key (PEM)")
+    parser.add_argument("--cert", type=user_path, default=None,
+                        help="server certificate chain (PEM; default: the test-only certificate for localhost)")
+    parser.add_argument("--key", type=user_path, default=None, help="server private key (PEM)")
     parser.add_argument("--client-ca", type=user_path, default=None, metavar="PEM",
                         help="require a client certificate signed by this CA (mTLS, as TESAIoT's port 9444)")
     parser.add_argument("--http", action="store_true",
@@ -181,6 +191,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="IoTFlow's per-device limits: default (telemetry=100/60,heartbeat=30/60,register="
                         "10/300, as the real server with Redis), off, or any of those NAME=REQUESTS/SECONDS, "
                         "comma-separated")
+    parser.add_argument("--clock-offset", type=_offset, default=0.0, metavar="SECONDS",
+                        help="a test aid: answer with a Date header this many seconds off (negative: behind), "
+                        "to see a client's clock check fail (iotpost doctor)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request to stderr (never API keys)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -192,13 +205,22 @@ def settings_from_args(ns: argparse.Namespace, environ: Optional[dict] = None) -
     secret_file = ns.tlink_secret_file
     if secret_file is None and env.get(SECRET_FILE_ENV, "").strip():
         secret_file = user_path(env[SECRET_FILE_ENV].strip())
+    certfile, keyfile = ns.cert, ns.key
+    if (certfile is None or keyfile is None) and not ns.http:
+        from .demo_cert import demo_cert_pair
+
+        demo_cert, demo_key = demo_cert_pair()
+        certfile, keyfile = certfile or demo_cert, keyfile or demo_key
+    # The sample bundle lives in a clone only (not in iotpost.pyz or an installed package).
+    default_bundles = (DEFAULT_BUNDLE,) if DEFAULT_BUNDLE.is_dir() else ()
     return ReceiverSettings(
-        host=ns.host, port=ns.port, tls=not ns.http, certfile=ns.cert, keyfile=ns.key,
-        bundles=tuple(ns.bundle or (DEFAULT_BUNDLE,)), db_path=ns.db, tlink_secret_file=secret_file,
+        host=ns.host, port=ns.port, tls=not ns.http, certfile=certfile or Path("-"), keyfile=keyfile or Path("-"),
+        bundles=tuple(ns.bundle or default_bundles), db_path=ns.db, tlink_secret_file=secret_file,
         fault_rate=ns.fault_rate, fault_kinds=tuple(ns.fault_kinds), fault_seed=ns.fault_seed,
         retry_after=ns.retry_after, max_body=ns.max_body, verbose=ns.verbose, outage=ns.outage,
         fault_poison=ns.fault_poison or None, head_timeout=ns.head_timeout, idle_timeout=ns.idle_timeout,
         max_connections=ns.max_connections, client_ca=ns.client_ca, iotflow_limits=ns.iotflow_rate_limits,
+        clock_offset=ns.clock_offset,
     )
 
 
@@ -244,7 +266,7 @@ def _start(s: ReceiverSettings, secrets: List[str]):  # -> TwinServer (imported 
             port=s.port, tls=s.tls, faults=faults, tlink_secret=secret, max_body=s.max_body,
             log_stream=sys.stderr if s.verbose else None, keep_requests=KEEP_REQUESTS,
             head_timeout=s.head_timeout, handler_timeout=s.idle_timeout, max_connections=s.max_connections,
-            client_ca=s.client_ca, iotflow_limits=parse_rate_limits(s.iotflow_limits),
+            client_ca=s.client_ca, iotflow_limits=parse_rate_limits(s.iotflow_limits), clock_offset=s.clock_offset,
         )
     except ssl.SSLError as exc:
         raise ConfigError("cannot use %s / %s as the server certificate (%s), while starting the receiver"
@@ -285,6 +307,8 @@ def serve(args: List[str], secrets: List[str], prog: str = PROG) -> int:
         if settings.host is None and "::1" not in twin.addresses:
             sys.stderr.write("receiver: note: not listening on ::1 (no IPv6 here): 127.0.0.1 only\n")
         sys.stderr.flush()
+        if not settings.bundles:
+            sys.stderr.write("receiver: note: no bundle registered (no certs_credentials/ here): pass --bundle DIR\n")
         if settings.verbose:
             for device_id in twin.store.devices():
                 sys.stderr.write("receiver: device %s registered\n" % device_id)

@@ -40,6 +40,7 @@ class TwinState(Protocol):
     """What a handler reads from the twin that owns it (server.TwinServer is one). Declared here, so the
     handler does not import the server back."""
 
+    clock_offset: float  # added to the Date header
     faults: FaultPlan
     handler_timeout: float
     head_timeout: float
@@ -434,6 +435,12 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
                 budget -= len(chunk)
         except OSError:
             pass
+
+    def date_time_string(self, timestamp: Optional[float] = None) -> str:
+        """The Date header, off by the twin's clock_offset (a test aid for clients' clock checks)."""
+        if timestamp is None:
+            timestamp = time.time() + self.server.twin.clock_offset
+        return super().date_time_string(timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
         """Quiet by default: lines go to the twin's log_stream, if it has one."""

@@ -204,6 +204,7 @@ class TwinServer:
         self.handler_timeout = handler_timeout
         self.head_timeout = head_timeout
         self.max_connections = max_connections
+        self.clock_offset = 0.0  # seconds added to the Date header (a test aid: a skewed server clock)
         self.log_stream = log_stream
         self.requests = SeenRequests(limit=keep_requests)
         self.tls_failures = 0
@@ -551,6 +552,7 @@ def start_twin(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     client_ca: Optional[PathLike] = None,
     iotflow_limits: Optional[RateLimits] = None,
+    clock_offset: float = 0.0,
 ) -> TwinServer:
     """Start a twin in a background thread and return it once it is listening.
 
@@ -560,6 +562,8 @@ def start_twin(
     ``iotflow_limits``: IoTFlow's rate limits (default: the real server's with Redis; iotflow.NO_LIMITS: none).
     A ``store`` passed in stays open after stop(); one made from ``db_path`` is closed by it.
     ``host`` None listens on 127.0.0.1 and ::1 (::1 skipped where IPv6 is off); a host given, on it alone.
+    ``clock_offset``: seconds added to every answer's ``Date`` header, so a client's clock check can be
+    tested against a server whose clock is off (a test aid; nothing else changes).
     """
     context = None
     if tls:
@@ -580,6 +584,7 @@ def start_twin(
                           max_body=max_body, handler_timeout=handler_timeout,
                           log_stream=log_stream, keep_requests=keep_requests,
                           head_timeout=head_timeout, max_connections=max_connections)
+        twin.clock_offset = clock_offset
         return twin.start()
     except BaseException:
         if owns_store:
