@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import List, Optional, Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence
 
 from .console import write_safely
 

@@ -15,7 +15,10 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Tuple
 
 from .errors import ConfigError, CredentialMissing
 from .user_paths import user_path

@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, List, Mapping, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .environment import Environment, SimulatedClock
 from .errors import InputDataError, Interrupted, UsageError
@@ -33,7 +36,8 @@ DEFAULT_DEAD_LETTER_AFTER = 5
 if TYPE_CHECKING:  # ssl is imported by tlsctx only when a context is built
     import ssl
 
-Bodies = Iterable[Union[bytes, InputDataError]]
+if TYPE_CHECKING:
+    Bodies = Iterable[Union[bytes, InputDataError]]
 
 
 class CommonSettings(Record):

@@ -9,7 +9,10 @@ slower than ``post_https_sample.py``. A command's ``main(argv, prog)`` returns t
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 
 from . import __version__
 from .exitcodes import ExitStatus

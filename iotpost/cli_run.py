@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Callable, List, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional
 
 from .errors import Interrupted, IotPostError
 from .exitcodes import ExitStatus

@@ -9,7 +9,10 @@ ending the run with ``UnicodeEncodeError``: output must never be the thing that 
 from __future__ import annotations
 
 import sys
-from typing import IO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO
 
 
 def write_safely(stream: IO[str], text: str) -> None:

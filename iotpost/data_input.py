@@ -9,13 +9,17 @@ A top-level ``timestamp`` (ISO 8601) is kept as the payload's timestamp. Errors 
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, Iterator, List, Optional, Tuple, TypeVar, Union
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from .errors import InputDataError
 from .payloads import Json, parse_iso8601
 from .records import Record
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    T = TypeVar("T")
 
 
 class DataItem(Record):

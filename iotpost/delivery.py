@@ -13,7 +13,9 @@ and a reading that failed is tried again before the next one. Anything else stay
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional, Set, Union
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Iterable, List, Optional, Set, Union
 
 from .environment import Environment
 from .errors import InputDataError, IotPostError, TransientError

@@ -8,7 +8,10 @@ from __future__ import annotations
 import random
 import sys
 import time
-from typing import IO, Callable, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO, Callable, Optional
 
 
 class Environment:

@@ -8,7 +8,9 @@ The CLI wrapper (``iotpost.cli_run.run``) turns any ``IotPostError`` into one li
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Optional
 
 from .exitcodes import ExitStatus
 

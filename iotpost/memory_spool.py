@@ -9,7 +9,9 @@ from ``spool.py`` so a one-off send loads none of the SQLite spool's code.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 from .records import Record
 
 

@@ -9,7 +9,10 @@ back in an error message. Results go to stdout; warnings, errors and --verbose t
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .console import write_safely
 from .profiles import SECRET_HEADERS

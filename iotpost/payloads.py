@@ -13,9 +13,15 @@ import json
 import os
 import random
 import re
-from typing import Any, Dict, Optional
 
-Json = Dict[str, Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
+
+if TYPE_CHECKING:
+    Json = Dict[str, Any]
+else:
+    Json = dict  # the alias only matters to type checkers
 _UTC = _dt.timezone.utc
 
 _ISO8601 = re.compile(

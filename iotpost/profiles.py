@@ -8,7 +8,9 @@ carries. Secrets are applied here at send time, so the spool never stores one.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Tuple
 
 from . import __version__
 from .target import SettingNames
@@ -16,7 +18,10 @@ from .records import Record
 
 USER_AGENT = "iotpost/%s" % __version__
 
-Headers = List[Tuple[str, str]]
+if TYPE_CHECKING:
+    Headers = List[Tuple[str, str]]
+else:
+    Headers = list  # the alias only matters to type checkers
 
 
 class Credentials(Record):

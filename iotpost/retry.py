@@ -14,7 +14,10 @@ caller's, so tests never wait.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Callable, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 from .records import Record
 
 DEFAULT_RETRIES = 3

@@ -9,7 +9,9 @@ inside it; the count is then ignored.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, Iterator
 
 
 def paced(count: int, interval: float, period_s: float, monotonic: Callable[[], float],

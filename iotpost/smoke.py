@@ -17,12 +17,18 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-from typing import Any, Dict, Iterable, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, Optional
 
 from .payloads import parse_iso8601
 from .records import Record
 
-Json = Dict[str, Any]
+if TYPE_CHECKING:
+    Json = Dict[str, Any]
+else:
+    Json = dict  # the alias only matters to type checkers
 RUN_KEY, SEQ_KEY = "smoke_run", "smoke_seq"
 
 

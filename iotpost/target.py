@@ -8,7 +8,9 @@ or a signed push must never cross a network in clear text, but a developer's loc
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Optional
 from urllib.parse import urlsplit
 
 from .errors import ConfigError

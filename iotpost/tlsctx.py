@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError, IotPostError, TLSVerifyError, TransientError
 from .target import GENERIC_NAMES, SettingNames

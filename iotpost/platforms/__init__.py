@@ -10,14 +10,19 @@ Adding a platform is one module here and its name in ``SENDING``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional
 
 from ..errors import ConfigError, UsageError
 from ..payloads import iso_utc
 from ..profiles import Profile
 from ..records import Record
 
-Json = Dict[str, Any]
+if TYPE_CHECKING:
+    Json = Dict[str, Any]
+else:
+    Json = dict  # the alias only matters to type checkers
 
 # Platforms `post_https_sample.py` / `iotpost send` can send to (TLINK has its own command).
 SENDING = ("tesaiot", "iotflow", "connectivity")

@@ -7,7 +7,9 @@ the caller's metadata already has that key) and a backlog sent late still says w
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Optional
 
 from . import Json, Platform, integer_device_id
 from .iotflow import AUTH_HINT, NAMES

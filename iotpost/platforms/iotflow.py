@@ -7,7 +7,9 @@ body) and numbered by the platform; the key alone says which device sends. Facts
 
 from __future__ import annotations
 
-from typing import Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Optional
 
 from ..payloads import iso_utc_ms
 from ..profiles import Profile, api_key_header
