@@ -22,8 +22,8 @@ from .errors import IotPostError, TransientError, UsageError
 from .exitcodes import ExitStatus, for_http_status
 from .smoke import ReadbackRules
 from .smoke_report import SKIPPED, Reading
-from .tlink import DEFAULT_SENSORS, STRING, DeviceInfo, SensorSpec, TlinkPushes, encode_push, limit_problem, make_push, \
-    reading_entry
+from .tlink import (DEFAULT_SENSORS, STRING, DeviceInfo, SensorSpec, TlinkPushes, encode_push, limit_problem,
+                    make_push, reading_entry)
 
 Json = Dict[str, Any]
 NUMERIC_SENSOR = DEFAULT_SENSORS[0]  # 11922, °C: what tlink_push.py sends first by default

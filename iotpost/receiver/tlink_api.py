@@ -122,7 +122,8 @@ def post_webhook(request: ApiRequest) -> Reply:
     if problem is not None:
         return error_reply(400, problem)
     kept = _apply_faults(request.store, push)
-    if kept is None and why_reference_fails(push) is None:  # TlinkFaults.lose_every: acknowledged as the reference would, not stored
+    # TlinkFaults.lose_every: acknowledged as the reference would (a push it would fail still fails), not stored
+    if kept is None and why_reference_fails(push) is None:
         processed = sum(1 for e in push["sensorsDates"] if isinstance(e, dict) and e.get("sensorsId") is not None)
         return Reply(200, {"status": "ok", "storedReadings": processed, "newReadings": processed})
     try:
