@@ -25,7 +25,7 @@ from .user_paths import user_path
 from .records import Record
 
 PROG = "iotpost smoke"
-PLATFORMS = ("tesaiot", "iotflow", "connectivity", "thermacore")
+PLATFORMS = ("tesaiot", "iotflow", "connectivity", "thermacore", "tlink")
 Json = Dict[str, Any]
 
 
@@ -51,6 +51,9 @@ class SmokeSettings(Record):
     sensor_type: Optional[str]
     hours: int
     credentials_file: Optional[Path]
+    url: Optional[str] = None  # TLINK: the webhook URL (tlink_smoke)
+    secret_file: Optional[Path] = None
+    device_id: int = 2864
 
 
 def _positive(kind: Callable[[str], Any], high: float) -> Callable[[str], Any]:
@@ -101,6 +104,13 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    help="the newest reading must be at most this old (default: 1)")
     t.add_argument("--credentials-file", type=user_path, default=None, metavar="PATH",
                    help="JSON {\"username\", \"password\"} (or THERMACORE_USERNAME / THERMACORE_PASSWORD)")
+    k = p.add_argument_group("TLINK (a signed push, read back from the reference receiver's read API)")
+    k.add_argument("--url", default=None, metavar="URL",
+                   help="the webhook URL (or --base-url, or $TLINK_WEBHOOK_URL; default: the local twin)")
+    k.add_argument("--secret-file", type=user_path, default=None, metavar="PATH",
+                   help="file holding the webhook's HMAC secret (or $TLINK_WEBHOOK_SECRET; never a flag)")
+    k.add_argument("--device-id", type=_positive(int, 2 ** 63 - 1), default=2864, metavar="N",
+                   help="TLINK deviceId the smoke pushes as (default: 2864)")
     return p
 
 
@@ -110,7 +120,8 @@ def settings_from_args(argv: List[str], prog: str = PROG) -> SmokeSettings:
                          count=ns.count, deadline=ns.deadline, output="json" if ns.json else "text",
                          junit_xml=ns.junit_xml, allow_http=ns.allow_http, timeout=ns.timeout, verbose=ns.verbose,
                          data=ns.data, metadata=ns.metadata, unit=ns.unit, sensor_type=ns.sensor_type,
-                         hours=ns.hours, credentials_file=ns.credentials_file)
+                         hours=ns.hours, credentials_file=ns.credentials_file, url=ns.url,
+                         secret_file=ns.secret_file, device_id=ns.device_id)
 
 
 def _prescan(argv: List[str]) -> Tuple[Optional[Path], bool, Optional[str]]:
@@ -372,6 +383,10 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
         try:
             if name == "thermacore":
                 _smoke_thermacore(run, s, secrets)
+            elif name == "tlink":
+                from .tlink_smoke import smoke_tlink
+
+                smoke_tlink(run, s, secrets)
             else:
                 _smoke_device(run, s, name, secrets)
         except IotPostError as exc:  # before the first step: the bundle, a flag, the CA file

@@ -49,6 +49,7 @@ OTHER_PARSERS = {
 MODULE_COMMANDS = {
     "smoke_cli.py": ("iotpost smoke",),
     "thermacore_smoke.py": ("iotpost smoke",),
+    "tlink_smoke.py": ("iotpost smoke",),
 }
 # (module, function) pairs only one command runs; everything else in iotpost/ is shared by both senders.
 ONE_COMMAND = {

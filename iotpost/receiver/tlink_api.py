@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Callable, Optional, Tuple
+import threading
+import weakref
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from .api_request import (
     DEFAULT_HISTORY_LIMIT,
@@ -34,11 +36,72 @@ MAX_PAGE = 10 ** 9  # so (page - 1) * pageSize stays a 64-bit sqlite OFFSET (a 2
 MAX_DEVICE_ID = 2 ** 63 - 1  # the reference keeps ids as signed 64-bit integers
 _MAX_INT_TEXT = 4300  # int()'s digit limit (3.11+, 3.8.14+): longer text is junk on every version
 from .store import TelemetryStore
+from .tlink_limits import why_reference_fails
 from .tlink_store import ReferenceWouldFail, id_out, parse_tlink_time, validate_tlink_push
 
 # The reference's 500 is an unhandled database error; its body was not observed (Flask's default
 # is an HTML page), so the twin answers a JSON error that says what the reference's log would.
 DATABASE_ERROR = "Internal Server Error: the reference receiver's database refuses this push"
+
+
+class TlinkFaults(NamedTuple):
+    """Test aids the reference receiver does not have: a webhook that acknowledges what it does not keep.
+
+    ``lose_every`` N: every Nth signed, valid push is answered 200 as usual but not stored;
+    ``alter_every`` N: every Nth is stored with each numeric entry's (sensorsTypeId 1) ``value``
+    plus 1. 0 is off. Set with ``set_tlink_faults``; the smoke's tests use them.
+    """
+
+    lose_every: int = 0
+    alter_every: int = 0
+
+
+class _FaultState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.faults = TlinkFaults()
+        self.pushes = 0  # valid pushes since the faults were set (which ones lose_every/alter_every hit)
+
+
+_FAULTS: "weakref.WeakKeyDictionary[TelemetryStore, _FaultState]" = weakref.WeakKeyDictionary()
+_FAULTS_LOCK = threading.Lock()
+
+
+def set_tlink_faults(store: TelemetryStore, faults: TlinkFaults) -> None:
+    """Make this store's twin lose or alter TLINK pushes from now on (see TlinkFaults)."""
+    with _FAULTS_LOCK:
+        state = _FAULTS.setdefault(store, _FaultState())
+    with state.lock:
+        state.faults = faults
+        state.pushes = 0
+
+
+def _apply_faults(store: TelemetryStore, push: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The push to store (altered by TlinkFaults), or None when it is to be lost."""
+    with _FAULTS_LOCK:
+        state = _FAULTS.get(store)
+    if state is None:
+        return push
+    with state.lock:
+        faults = state.faults
+        if faults == TlinkFaults():
+            return push
+        state.pushes += 1
+        n = state.pushes
+    if faults.lose_every and n % faults.lose_every == 0:
+        return None
+    if faults.alter_every and n % faults.alter_every == 0:
+        entries = []
+        for entry in push["sensorsDates"]:
+            entry = dict(entry) if isinstance(entry, dict) else entry
+            if isinstance(entry, dict) and entry.get("sensorsTypeId", entry.get("sensorTypeId")) == 1:
+                try:
+                    entry["value"] = "%g" % (float(entry.get("value")) + 1)
+                except (TypeError, ValueError):
+                    pass
+            entries.append(entry)
+        return dict(push, sensorsDates=entries)
+    return push
 
 
 def post_webhook(request: ApiRequest) -> Reply:
@@ -58,8 +121,13 @@ def post_webhook(request: ApiRequest) -> Reply:
     problem = validate_tlink_push(push)
     if problem is not None:
         return error_reply(400, problem)
+    kept = _apply_faults(request.store, push)
+    # TlinkFaults.lose_every: acknowledged as the reference would (a push it would fail still fails), not stored
+    if kept is None and why_reference_fails(push) is None:
+        processed = sum(1 for e in push["sensorsDates"] if isinstance(e, dict) and e.get("sensorsId") is not None)
+        return Reply(200, {"status": "ok", "storedReadings": processed, "newReadings": processed})
     try:
-        stored = request.store.store_tlink_push(push)
+        stored = request.store.store_tlink_push(kept if kept is not None else push)
     except ReferenceWouldFail as exc:
         if request.log is not None:
             request.log("TLINK push deviceId=%s answered 500, as the reference would: %s"
