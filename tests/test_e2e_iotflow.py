@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import unittest
 from pathlib import Path
 from typing import List
 
+from iotpost.payloads import parse_iso8601
 from iotpost.receiver.iotflow import DEMO_USER_ID, parse_rate_limits
 from tests.support import PROJECT_ROOT, SENDER, assert_no_secret_in_files, run_cli
-from tests.twin_support import CA_PEM, start_test_twin, temp_dir
+from tests.twin_support import CA_PEM, start_test_twin, temp_dir, wait_until
 
 IOTPOST = PROJECT_ROOT / "iotpost.py"
 TELEMETRY_PATH = {"iotflow": "/api/v1/telemetry", "connectivity": "/api/v1/devices/telemetry"}
@@ -84,6 +86,12 @@ class IotflowE2E(unittest.TestCase):
         sent = self.iotpost("send", "--certs-dir", bundle, "--data", '{"temperature": 21.5}',
                             "--metadata", '{"room": "lab"}', *http)
         self.assertEqual(sent.returncode, 0, sent.stderr)
+        if platform == "iotflow":
+            # The sender stamps whole seconds and IoTFlow keeps one reading per device and millisecond
+            # (a second write replaces the first): let the clock pass the first reading's second.
+            first = [r for r in twin.requests if r.method == "POST" and r.path == TELEMETRY_PATH[platform]][0]
+            stamp = parse_iso8601(first.json()["timestamp"]).timestamp()
+            self.assertTrue(wait_until(lambda: time.time() >= stamp + 1, timeout=3))
         seed = run_cli(SENDER, "--certs-dir", bundle, "--data", '{"temperature": 22.5}', *http)
         self.outputs.append(seed.stdout + seed.stderr)
         self.assertEqual(seed.returncode, 0, seed.stderr)
