@@ -53,25 +53,49 @@ def _stderr_writer(redact: Redactor, timestamps: bool) -> Callable[[str], None]:
     return say
 
 
-def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], prog: str) -> int:
+def _json_error_writer(redact: Redactor) -> Callable[[int, str], None]:
+    """One ``{"schema": 1, "event": "error", "exit_code": N, "message": ...}`` line on stdout, so a --json
+    caller that reads only stdout sees why a one-request command failed (the senders say it in their summary)."""
+
+    def emit(code: int, message: str) -> None:
+        import json
+
+        from .output import JSON_SCHEMA
+
+        record = {"schema": JSON_SCHEMA, "event": "error", "exit_code": code, "message": redact(message)}
+        write_line(sys.stdout, json.dumps(record, ensure_ascii=True) + "\n")
+
+    return emit
+
+
+def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], prog: str,
+        json_errors: bool = False) -> int:
     """Call body(args, secrets) and turn whatever happens into an exit code and a few stderr lines.
 
     The body appends every secret it loads to ``secrets`` so even an unexpected error message
-    that quotes one is redacted here.
+    that quotes one is redacted here. ``json_errors``: with ``--json`` among the arguments, a failure
+    also prints one error record on stdout (register, heartbeat, readings).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     secrets: List[str] = []
     say = _stderr_writer(Redactor(secrets), timestamps="--timestamps" in args)
+    emit = _json_error_writer(Redactor(secrets)) if json_errors and "--json" in args else None
+
+    def failed(code: int, message: str) -> int:
+        if emit is not None:
+            emit(code, message)
+        return code
+
     install_signal_handlers()
     try:
         return int(body(args, secrets))
     except Interrupted as exc:
         say("%s: %s" % (prog, exc.message))
-        return int(exc.exit_code)
+        return failed(int(exc.exit_code), exc.message)
     except KeyboardInterrupt:
         say("%s: interrupted by SIGINT" % prog)
-        return int(ExitStatus.SIGINT)
+        return failed(int(ExitStatus.SIGINT), "interrupted by SIGINT")
     except IotPostError as exc:
         say("%s: error: %s" % (prog, exc.message))
         if exc.hint:
@@ -80,9 +104,10 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
             import traceback
 
             write_line(sys.stderr, Redactor(secrets)(traceback.format_exc()))
-        return int(exc.exit_code)
+        return failed(int(exc.exit_code), exc.message)
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return failed(code, "invalid arguments (the usage error is on stderr)") if code else code
     except Exception as exc:  # a bug: say so in one line, the traceback only on request
         redact = Redactor(secrets)
         if debug:
@@ -92,4 +117,4 @@ def run(body: Callable[[List[str], List[str]], int], argv: Optional[List[str]], 
         say("%s: error: internal error: %s: %s" % (prog, exc.__class__.__name__, exc))
         if not debug:
             say("%s: hint: run again with --debug for the traceback, and report it" % prog)
-        return int(ExitStatus.INTERNAL)
+        return failed(int(ExitStatus.INTERNAL), "internal error: %s: %s" % (exc.__class__.__name__, exc))

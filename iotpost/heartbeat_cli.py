@@ -65,7 +65,7 @@ def _creds(api_key: Optional[str]):
 
 
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
-    return run(lambda args, secrets: _main(args, secrets, prog=prog), argv, prog)
+    return run(lambda args, secrets: _main(args, secrets, prog=prog), argv, prog, json_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``iotpost readings``: read back what the platform stored for the bundle's device.
 
 Usage: ``iotpost readings --certs-dir DIR [--latest] [--limit N] [--start-time -1h] [--json]``
+(``--start-time -1h`` and ``--start-time=-1h`` both work: a value starting with "-" is joined to its flag)
 (``--platform thermacore ...`` reads a ThermaCore unit instead: see iotpost.thermacore_cli)
 
 IoTFlow: ``GET /api/v1/telemetry/{id}/latest`` or ``/api/v1/telemetry/{id}?start_time=&limit=``;
@@ -22,7 +23,7 @@ from .cli_run import run
 from .console import protect_std_streams
 from .device_bundle import add_device_arguments, check_timeout, open_device
 from .environment import Environment
-from .errors import UsageError
+from .errors import TransientError, UsageError
 from .output import Reporter
 from .platforms import Platform
 
@@ -42,16 +43,42 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p = ArgumentParser(prog=prog, description="Read back the bundle's device readings (IoTFlow, Connectivity; "
                        "--platform thermacore reads a ThermaCore unit).",
                        epilog="exit codes: 0 ok (also when nothing is stored), 2 usage, 66 credential file missing, "
-                       "75 temporary failure, 77 key refused, 78 configuration or TLS. See README.md.")
+                       "75 temporary failure (also: the platform's store is down), 77 key refused, 78 configuration or TLS. See README.md.")
     p.add_argument("--version", action="version", version="%(prog)s (iotpost " + __version__ + ")")
     add_device_arguments(p)
     p.add_argument("--latest", action="store_true", help="only the newest reading")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="at most N readings (the platform's default otherwise; IoTFlow caps at 10000)")
     p.add_argument("--start-time", default=None, metavar="T",
-                   help="readings from T on: relative (-1h, -30m, -7d) or ISO 8601 (default: the platform's, "
-                   "IoTFlow -1h, Connectivity -24h)")
+                   help="readings from T on: -Nh or -Nd (IoTFlow reads any other -... as -1h), or ISO 8601 "
+                   "(default: the platform's, IoTFlow -1h, Connectivity -24h)")
     return p
+
+
+def join_start_time(argv: List[str]) -> List[str]:
+    """``--start-time -1h`` -> ``--start-time=-1h``: argparse takes a lone ``-1h`` for an option and fails
+    with "expected one argument", yet relative times are how IoTFlow spells them."""
+    out: List[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + argv[i:]
+        if arg == "--start-time" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append("--start-time=" + argv[i + 1])
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def check_store_available(doc: Optional[Dict[str, Any]], doing: str) -> None:
+    """IoTFlow answers reads with ``"iotdb_available": false`` when its time-series store is down: an
+    empty answer then says nothing about what is stored, so it is a retry-later (75), not "no data"."""
+    if isinstance(doc, dict) and doc.get("iotdb_available") is False:
+        raise TransientError("the platform's time-series store (IoTDB) is not available, while %s" % doing,
+                             hint="nothing could be read, which does not mean nothing is stored; retry later")
 
 
 def read_path(platform: "Platform", device_id: str, latest: bool, limit: Optional[int], start_time: Optional[str]) -> str:
@@ -88,7 +115,7 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
     from .device_api import DeviceCall
 
     protect_std_streams()
-    ns = build_parser(prog).parse_args(argv)
+    ns = build_parser(prog).parse_args(join_start_time(argv))
     check_timeout(ns.timeout)
     if ns.limit is not None and not 1 <= ns.limit <= MAX_LIMIT:
         raise UsageError("--limit must be from 1 to %d" % MAX_LIMIT)
@@ -107,6 +134,7 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
     ok = (404,) if platform.name == "iotflow" and ns.latest else ()  # 404: nothing stored yet
     response, doc = call.json("GET", platform.profile.auth(b"", Credentials(api_key=bundle.api_key)), b"", doing,
                               ok_statuses=ok)
+    check_store_available(doc, doing)
     records = [] if response.status == 404 else records_of(platform.name, doc or {}, ns.latest)
     for record in records:
         if ns.json:
@@ -138,7 +166,7 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
             write_safely(sys.stderr, "%s: error: this copy of iotpost has no ThermaCore support\n" % prog)
             return 2
         return int(thermacore_cli.main(args, prog))
-    return run(lambda a, secrets: _main(a, secrets, prog=prog), args, prog)
+    return run(lambda a, secrets: _main(a, secrets, prog=prog), args, prog, json_errors=True)
 
 
 if __name__ == "__main__":

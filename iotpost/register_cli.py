@@ -185,9 +185,19 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
 
 
 def _register(call: "DeviceCall", s: RegisterSettings, doing: str) -> Tuple["Response", Optional[dict]]:
-    """POST the register body; a duplicate name (409) is exit 65, naming the name."""
+    """POST the register body; a duplicate name (409) is exit 65, naming the name; 401 is the owner (77)."""
     response, doc = call.json("POST", [("Content-Type", "application/json")], request_body(s), doing,
-                              ok_statuses=(409,))
+                              ok_statuses=(409, 401))
+    if response.status == 401:  # register sends no key: the platform refused the owner, not a key file
+        from .device_api import answer_text
+        from .errors import IotPostError
+        from .exitcodes import for_http_status
+
+        err = IotPostError("the platform refused the device's owner (%s), while %s" % (answer_text(response), doing),
+                           hint="check --user-id %s: is it an active user's user_id (a hex uuid) on this platform? "
+                           "The local twin prints its demo user id at start" % (s.user_id or "(none)"))
+        err.exit_code = for_http_status(401)
+        raise err
     if response.status == 409:
         raise InputDataError("the platform already has a device named %r (409 %s), while registering"
                              % (s.name, (doc or {}).get("error") or "Conflict"),
@@ -196,7 +206,7 @@ def _register(call: "DeviceCall", s: RegisterSettings, doing: str) -> Tuple["Res
 
 
 def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
-    return run(lambda args, secrets: _main(args, secrets, prog=prog), argv, prog)
+    return run(lambda args, secrets: _main(args, secrets, prog=prog), argv, prog, json_errors=True)
 
 
 if __name__ == "__main__":

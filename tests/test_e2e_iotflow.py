@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import unittest
 from pathlib import Path
 from typing import List
 
-from iotpost.receiver.iotflow import DEMO_USER_ID, parse_rate_limits
+from iotpost.payloads import parse_iso8601
+from iotpost.receiver.iotflow import DEMO_USER_ID, parse_rate_limits, set_iotdb_available
 from tests.support import PROJECT_ROOT, SENDER, assert_no_secret_in_files, run_cli
-from tests.twin_support import CA_PEM, start_test_twin, temp_dir
+from tests.twin_support import CA_PEM, start_test_twin, temp_dir, wait_until
 
 IOTPOST = PROJECT_ROOT / "iotpost.py"
 TELEMETRY_PATH = {"iotflow": "/api/v1/telemetry", "connectivity": "/api/v1/devices/telemetry"}
@@ -84,6 +86,12 @@ class IotflowE2E(unittest.TestCase):
         sent = self.iotpost("send", "--certs-dir", bundle, "--data", '{"temperature": 21.5}',
                             "--metadata", '{"room": "lab"}', *http)
         self.assertEqual(sent.returncode, 0, sent.stderr)
+        if platform == "iotflow":
+            # The sender stamps whole seconds and IoTFlow keeps one reading per device and millisecond
+            # (a second write replaces the first): let the clock pass the first reading's second.
+            first = [r for r in twin.requests if r.method == "POST" and r.path == TELEMETRY_PATH[platform]][0]
+            stamp = parse_iso8601(first.json()["timestamp"]).timestamp()
+            self.assertTrue(wait_until(lambda: time.time() >= stamp + 1, timeout=3))
         seed = run_cli(SENDER, "--certs-dir", bundle, "--data", '{"temperature": 22.5}', *http)
         self.outputs.append(seed.stdout + seed.stderr)
         self.assertEqual(seed.returncode, 0, seed.stderr)
@@ -202,7 +210,48 @@ class IotflowE2E(unittest.TestCase):
                        "--device-type", "t", "--user-id", "f" * 32, "--ca-file", CA_PEM, "--bundle-out", self.tmp / "b")
         self.assertEqual(proc.returncode, 77, proc.stderr)
         self.assertIn("Authentication failed", proc.stderr)
+        self.assertIn("hint: check --user-id " + "f" * 32, proc.stderr)  # register sends no key file
+        self.assertNotIn("api_key.txt", proc.stderr)
         self.assertFalse((self.tmp / "b").exists())
+
+    def test_failures_with_json_print_one_error_record(self) -> None:
+        self.outputs = []
+        twin = start_test_twin(self)
+        proc = run_cli(IOTPOST, "register", "--platform", "iotflow", "--base-url", twin.url, "--name", "n", "--json",
+                       "--device-type", "t", "--user-id", "f" * 32, "--ca-file", CA_PEM, "--bundle-out", self.tmp / "x")
+        self.assertEqual(proc.returncode, 77)
+        record = json.loads(proc.stdout)
+        self.assertEqual({k: record[k] for k in ("schema", "event", "exit_code")}, {"schema": 1, "event": "error",
+                                                                                     "exit_code": 77})
+        self.assertIn("Authentication failed", record["message"])
+        bundle = self.tmp / "b"
+        self.assertEqual(self.register(twin, "iotflow", "json-errors", bundle).returncode, 0)
+        key = (bundle / "api_key.txt").read_text().strip()
+        self.keys.append(key)
+        set_iotdb_available(twin.store, False)
+        for args in (["--latest"], []):
+            down = self.iotpost("readings", "--certs-dir", bundle, "--json", *args)
+            self.assertEqual(down.returncode, 75, down.stderr)  # not "no readings": the store is down
+            self.assertIn("IoTDB) is not available", down.stderr)
+            self.assertEqual(json.loads(down.stdout)["exit_code"], 75)
+        (bundle / "api_key.txt").write_text(key[::-1] + "\n")
+        beat = self.iotpost("heartbeat", "--certs-dir", bundle, "--json")
+        self.assertEqual((beat.returncode, json.loads(beat.stdout)["exit_code"]), (77, 77))
+        usage = self.iotpost("readings", "--certs-dir", bundle, "--json", "--limit", "0")
+        self.assertEqual((usage.returncode, json.loads(usage.stdout)["event"]), (2, "error"))
+        self.assertNoKeyPrinted()
+
+    def test_readings_start_time_takes_a_relative_value_as_documented(self) -> None:
+        self.outputs = []
+        twin = start_test_twin(self)
+        bundle = self.tmp / "b"
+        self.assertEqual(self.register(twin, "iotflow", "relative", bundle).returncode, 0)
+        self.keys.append((bundle / "api_key.txt").read_text().strip())
+        for form in (["--start-time", "-1h"], ["--start-time=-2d"], ["--start-time", "2026-01-01T00:00:00Z"]):
+            proc = self.iotpost("readings", "--certs-dir", bundle, *form)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+        reads = [r.path for r in twin.requests if r.method == "GET"]
+        self.assertEqual([p.split("start_time=")[1] for p in reads], ["-1h", "-2d", "2026-01-01T00%3A00%3A00Z"])
 
     def test_wrong_key_heartbeat_is_77_and_readings_of_nothing_is_0(self) -> None:
         self.outputs = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import secrets
 import string
 import threading
@@ -23,7 +22,6 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .api_request import ApiRequest, parse_json_body, query_text, route
 from .replies import Json, Reply
-from .clock import parse_start_time
 from .store import TelemetryStore, key_digest
 
 # The twin's one user, owner of every device registered against it (IoTFlow wants a known user's
@@ -129,10 +127,11 @@ class _State:
         self.lock = threading.Lock()
         self.tables = False
         self.limits = RateLimits()
-        self.counters: Dict[str, List[float]] = {}  # key -> [count, expires_at]
+        self.counters: Dict[str, List[int]] = {}  # key -> [count, window slot]
         self.faults = DataFaults()
         self.stored = 0  # readings accepted since the faults were set (which ones lose_every/alter_every hit)
         self.visible_at: Dict[int, float] = {}  # seq -> store clock time it may be read back (read_lag)
+        self.iotdb_available = True  # set_iotdb_available: False plays IoTDB being down
 
 
 class DataFaults(NamedTuple):
@@ -155,6 +154,18 @@ def set_data_faults(store: TelemetryStore, faults: DataFaults) -> None:
         state.faults = faults
         state.stored = 0
         state.visible_at.clear()
+
+
+def set_iotdb_available(store: TelemetryStore, available: bool) -> None:
+    """Test aid: play IoTDB down (False) or up again. Down, writes answer the real 500s and reads find
+    nothing, saying ``"iotdb_available": false`` where the real server says it."""
+    state = _state(store)
+    with state.lock:
+        state.iotdb_available = available
+
+
+def _iotdb_available(store: TelemetryStore) -> bool:
+    return _state(store).iotdb_available
 
 
 def _apply_data_faults(store: TelemetryStore, data: Json) -> Optional[Json]:
@@ -212,27 +223,29 @@ def _ensure_tables(store: TelemetryStore) -> None:
 
 
 def _hit(store: TelemetryStore, key: str, rule: Optional[RateLimit]) -> Optional[Reply]:
-    """Count one request against ``key``'s window (Redis INCR + EXPIRE); the 429 once past the limit.
+    """Count one request in ``key``'s fixed window; the 429 once the window's count reached the limit.
 
-    Heartbeat and Connectivity telemetry share one counter per device, each with its own limit,
-    as they share one Redis key on the real server.
+    Windows are wall-clock slots (``int(now) // window``), as the real server's Redis keys are, so
+    ``retry_after`` is the seconds to the slot's end, not to a window opened by the first request;
+    a refused request is not counted. Heartbeat and Connectivity telemetry share one counter per
+    device, each with its own limit, as they share one Redis key on the real server.
     """
     if rule is None:
         return None
     state = _state(store)
-    now = store.now()
+    now = int(store.now())
+    slot = now // rule.window
     with state.lock:
         counter = state.counters.get(key)
-        if counter is None or counter[1] <= now:
-            counter = state.counters[key] = [0, now + rule.window]
+        if counter is None or counter[1] != slot:
+            counter = state.counters[key] = [0, slot]
+        if counter[0] >= rule.limit:
+            return Reply(429, {"error": "Rate limit exceeded",
+                               "message": "Maximum %d requests per %d seconds" % (rule.limit, rule.window),
+                               "retry_after": rule.window - now % rule.window,
+                               "limit": rule.limit, "window": rule.window})
         counter[0] += 1
-        count, expires = counter
-    if count <= rule.limit:
-        return None
-    return Reply(429, {"error": "Rate limit exceeded",
-                       "message": "Maximum %d requests per %d seconds" % (rule.limit, rule.window),
-                       "retry_after": max(1, int(math.ceil(expires - now))),
-                       "limit": rule.limit, "window": rule.window})
+    return None
 
 
 # -- time --------------------------------------------------------------------------------------------
@@ -247,11 +260,16 @@ def _utc(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).isoformat()
 
 
+def _millis(epoch: float) -> int:
+    """The time-series store's key: whole milliseconds, truncated as ``int(ts.timestamp() * 1000)``."""
+    return int(epoch * 1000)
+
+
 def _record_time(epoch: float) -> str:
-    """A read-back record's time: UTC at millisecond resolution (the time-series store keeps ms)."""
-    millis = int(round(epoch * 1000))
-    moment = _dt.datetime.fromtimestamp(millis // 1000, tz=_dt.timezone.utc)
-    return "%s.%03d+00:00" % (moment.strftime("%Y-%m-%dT%H:%M:%S"), millis % 1000)
+    """A read-back record's time as the real server renders it: ``isoformat()`` of the UTC time in ms,
+    so ``...:15.367000+00:00``, or ``...:13+00:00`` on a whole second (stored times are whole ms already:
+    rounding undoes the float's last bit)."""
+    return _dt.datetime.fromtimestamp(round(epoch * 1000) / 1000, tz=_dt.timezone.utc).isoformat()
 
 
 # -- devices -----------------------------------------------------------------------------------------
@@ -310,8 +328,31 @@ def claims(request: ApiRequest) -> bool:
     return device_by_key(request.store, _key(request)) is not None
 
 
-def _authenticate(request: ApiRequest, explained: bool = True) -> Tuple[Optional[Device], Optional[Reply]]:
-    """The device of the X-API-Key, or the 401/403 IoTFlow answers (``explained``: with its "message")."""
+def claims_telemetry_post(request: ApiRequest) -> bool:
+    """POST /api/v1/telemetry is IoTFlow's for an IoTFlow key, and for a body shaped like IoTFlow's.
+
+    IoTFlow-shaped: the key is no TESAIoT device's and the body is a JSON object without
+    ``device_id``, which every TESAIoT payload carries (its validation requires it). So ``{}``
+    or ``{"data": ...}`` with a wrong key gets IoTFlow's 400/401 as the real server answers it,
+    while a TESAIoT request keeps TESAIoT's answers. Header names cannot tell the two apart
+    (``X-API-KEY`` and ``X-API-Key`` are one header).
+    """
+    if claims(request):
+        return True
+    key = _key(request)
+    if key and request.store.authenticate(key) is not None:
+        return False
+    payload = _json_object(request.body)
+    return payload is not None and "device_id" not in payload
+
+
+def _authenticate(request: ApiRequest, explained: bool = True,
+                  check_active: bool = True) -> Tuple[Optional[Device], Optional[Reply]]:
+    """The device of the X-API-Key, or the 401/403 IoTFlow answers (``explained``: with its "message").
+
+    ``check_active``: the Connectivity routes refuse an inactive device; IoTFlow's telemetry
+    routes (POST /api/v1/telemetry and its reads) do not look at the status.
+    """
     key = _key(request)
     if not key:
         body: Json = {"error": "API key required"}
@@ -324,8 +365,8 @@ def _authenticate(request: ApiRequest, explained: bool = True) -> Tuple[Optional
         if explained:
             body["message"] = "The provided API key is not valid"
         return None, Reply(401, body)
-    if device.status != "active":
-        return None, Reply(403, {"error": "Device inactive"})
+    if check_active and device.status != "active":
+        return None, Reply(403, {"error": "Device inactive", "message": "Device is currently %s" % device.status})
     return device, None
 
 
@@ -342,10 +383,11 @@ def _json_object(body: bytes) -> Optional[Json]:
     return value if isinstance(value, dict) else None
 
 
-def _text_field(payload: Json, name: str) -> Optional[str]:
+def _text_field(payload: Json, name: str) -> str:
+    """An optional text field; unset is ``""``, as the real server stores and answers it."""
     value = payload.get(name)
     if value is None:
-        return None
+        return ""
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -401,9 +443,18 @@ def post_register(request: ApiRequest) -> Reply:
 
 def _store_reading(store: TelemetryStore, device: Device, ts_epoch: float, data: Json, metadata: Json,
                    data_type: Optional[str], api: str) -> None:
+    """Keep one reading, keyed as the time-series store keys rows: by device, store and millisecond.
+
+    A second reading of the same device at the same millisecond in the same store replaces the
+    first (both were answered 201), as a write to an existing IoTDB row does. ``api`` names the
+    store: IoTFlow's endpoint and the Connectivity Layer's write under different device paths.
+    """
     kept = _apply_data_faults(store, data)
+    ts_epoch = _millis(ts_epoch) / 1000
     with store._transaction() as db:
         if kept is not None:
+            db.execute("DELETE FROM iotflow_telemetry WHERE device_id = ? AND api = ? AND ts_epoch = ?",
+                       (device.id, api, ts_epoch))
             cursor = db.execute("INSERT INTO iotflow_telemetry (device_id, ts_epoch, data_json, metadata_json,"
                                 " data_type, api) VALUES (?, ?, ?, ?, ?, ?)",
                                 (device.id, ts_epoch, json.dumps(kept, ensure_ascii=False),
@@ -415,13 +466,31 @@ def _store_reading(store: TelemetryStore, device: Device, ts_epoch: float, data:
         db.execute("UPDATE iotflow_devices SET last_seen = ? WHERE id = ?", (store.now(), device.id))
 
 
+def _bad_json_500(body: bytes) -> Reply:
+    """IoTFlow's answer to a body that is not JSON: Flask's 400 caught by the route's ``except Exception``."""
+    reason = "not JSON"
+    try:
+        json.loads(body.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError too
+        reason = str(exc)
+    return Reply(500, {"error": "Internal server error: 400 Bad Request: Failed to decode JSON object: %s" % reason})
+
+
 def post_telemetry(request: ApiRequest) -> Reply:
-    """POST /api/v1/telemetry (IoTFlow): an empty body is refused before the key is looked at."""
+    """POST /api/v1/telemetry (IoTFlow): an empty body is refused before the key is looked at.
+
+    The device's status is not checked (the real route does not); a body that is not JSON is a 500.
+    """
     store = request.store
+    if request.body.strip():
+        try:
+            json.loads(request.body.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError too
+            return _bad_json_500(request.body)
     payload = _json_object(request.body)
     if not payload:
         return Reply(400, {"error": "No data provided"})
-    device, denied = _authenticate(request, explained=False)
+    device, denied = _authenticate(request, explained=False, check_active=False)
     if denied is not None:
         return denied
     assert device is not None
@@ -435,16 +504,26 @@ def post_telemetry(request: ApiRequest) -> Reply:
     try:
         from ..payloads import parse_iso8601
 
-        ts_epoch = parse_iso8601(stamp).timestamp() if stamp is not None else store.now()
+        # A time without a zone stays naive in the echo, as the real server's fromisoformat leaves it;
+        # it is stored as UTC (the real server would take its own local time).
+        moment = parse_iso8601(stamp, default_tz=None) if stamp else _dt.datetime.fromtimestamp(
+            store.now(), tz=_dt.timezone.utc)
     except (ValueError, TypeError):
         return Reply(400, {"error": "Invalid timestamp format. Use ISO 8601 format."})
-    _store_reading(store, device, ts_epoch, data, metadata, None, "iotflow")
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.timezone.utc)
+    if not _iotdb_available(store):
+        return Reply(500, {"error": "Failed to store telemetry data",
+                           "message": "IoTDB may not be available. Check logs for details."})
+    _store_reading(store, device, aware.timestamp(), data, metadata, None, "iotflow")
     return Reply(201, {"message": "Telemetry data stored successfully", "device_id": device.id,
-                       "device_name": device.name, "timestamp": _naive(ts_epoch)})
+                       "device_name": device.name, "timestamp": moment.isoformat()})
 
 
 def post_devices_telemetry(request: ApiRequest) -> Reply:
-    """POST /api/v1/devices/telemetry (Connectivity): key first, then the per-device limit, then the body."""
+    """POST /api/v1/devices/telemetry (Connectivity): key first, then the per-device limit, then the body.
+
+    A body that is not JSON escapes the route as an exception, answered 500 by the metrics wrapper.
+    """
     store = request.store
     device, denied = _authenticate(request)
     if denied is not None:
@@ -454,23 +533,27 @@ def post_devices_telemetry(request: ApiRequest) -> Reply:
     if limited is not None:
         return limited
     try:
-        payload = parse_json_body(request.body)
+        payload = json.loads(request.body.decode("utf-8")) if request.body.strip() else None
     except ValueError:
-        return Reply(400, {"error": "Invalid JSON"})
+        return Reply(500, {"error": "Internal server error"})
+    if not payload:
+        return Reply(400, {"error": "Invalid JSON", "message": "Request body must contain valid JSON"})
     if not isinstance(payload, dict):
-        return Reply(400, {"error": "Invalid JSON"})
+        return Reply(500, {"error": "Internal server error"})
     if "data" not in payload:
         return Reply(400, {"error": "Missing required fields", "message": "Required fields: data"})
     data = payload["data"]
     metadata = payload.get("metadata")
     if not isinstance(data, dict) or not (metadata is None or isinstance(metadata, dict)):
-        return Reply(400, {"error": "Invalid data format", "message": "data and metadata must be JSON objects"})
+        return Reply(400, {"error": "Invalid data format", "message": "Telemetry data must be a JSON object"})
+    if not _iotdb_available(store):
+        return Reply(500, {"error": "Telemetry storage failed", "message": "Failed to store telemetry data in IoTDB"})
     data_type = payload.get("type")
     now = store.now()
     _store_reading(store, device, now, data, metadata or {}, data_type if isinstance(data_type, str) else None,
                    "connectivity")
-    return Reply(201, {"status": "success", "message": "Telemetry data stored successfully",
-                       "device_id": device.id, "timestamp": _naive(now)})
+    return Reply(201, {"message": "Telemetry data received successfully", "device_id": device.id,
+                       "device_name": device.name, "timestamp": _utc(now), "stored_in_iotdb": True})
 
 
 def post_heartbeat(request: ApiRequest) -> Reply:
@@ -508,21 +591,69 @@ def get_status(request: ApiRequest) -> Reply:
 
 # -- read-back ---------------------------------------------------------------------------------------
 
-def _record(device: Device, ts_epoch: float, data: Json, metadata: Json) -> Json:
-    """One flat record, as IoTFlow's time-series store gives it back: data fields, then meta_<key>."""
+def _from_text(value: Any) -> Any:
+    """A value as the real read-back returns it: text is parsed as JSON when it parses (``"101"`` -> 101,
+    ``"true"`` -> true), ``"nan"`` is null, anything else stays as it was. NaN and Infinity stay text
+    (the real server would answer them as bare NaN, which is not JSON)."""
+    if not isinstance(value, str):
+        return value
+    if value == "nan":
+        return None
+    try:
+        return json.loads(value, parse_constant=lambda name: value)
+    except ValueError:
+        return value
+
+
+def _record(device: Device, api: str, ts_epoch: float, data: Json, metadata: Json) -> Json:
+    """One flat record, as IoTFlow's time-series store gives it back: data fields, then meta_<key>.
+
+    The Connectivity store's records also carry ``meta_user_id`` (the owner's number, written as
+    text, so read back as a number).
+    """
     record: Json = {"timestamp": _record_time(ts_epoch), "device_id": str(device.id)}
-    record.update(data)
+    for key, value in data.items():
+        record[key] = _from_text(value)
     for key, value in metadata.items():
-        record["meta_" + key] = value
+        record["meta_" + key] = _from_text(value)
     record["meta_device_type"] = device.device_type
+    if api == "connectivity":
+        record["meta_user_id"] = _from_text(str(device.user_id))
     return record
 
 
-def _readings(store: TelemetryStore, device: Device, start: Optional[_dt.datetime], limit: int,
+# A start_time that matches nothing: the real query fails and is answered as an empty result.
+NOTHING = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
+
+
+def parse_iotflow_start(text: str, now: _dt.datetime) -> _dt.datetime:
+    """``start_time`` as the real server reads it: ``-Nh`` or ``-Nd`` (N by ``int()``), any other ``-...``
+    one hour back (``-30m`` too), else ISO 8601; what does not parse matches NOTHING (200, no records).
+
+    A time without a zone is taken as UTC (the real server would take its own local time).
+    """
+    try:
+        if text.startswith("-"):
+            bare = text.replace("-", "")
+            if "h" in text:
+                return now - _dt.timedelta(hours=int(bare.replace("h", "")))
+            if "d" in text:
+                return now - _dt.timedelta(days=int(bare.replace("d", "")))
+            return now - _dt.timedelta(hours=1)
+        from ..payloads import parse_iso8601
+
+        return parse_iso8601(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        return NOTHING
+
+
+def _readings(store: TelemetryStore, device: Device, api: str, start: Optional[_dt.datetime], limit: int,
               data_type: Optional[str] = None) -> List[Tuple[float, Json, Json]]:
-    """(ts_epoch, data, metadata), newest first."""
-    sql = "SELECT ts_epoch, data_json, metadata_json, seq FROM iotflow_telemetry WHERE device_id = ?"
-    params: list = [device.id]
+    """(ts_epoch, data, metadata) from one store (``api``), newest first; none while IoTDB is down."""
+    if start is NOTHING or not _iotdb_available(store):
+        return []
+    sql = "SELECT ts_epoch, data_json, metadata_json, seq FROM iotflow_telemetry WHERE device_id = ? AND api = ?"
+    params: list = [device.id, api]
     if start is not None:
         sql += " AND ts_epoch >= ?"
         params.append(start.timestamp())
@@ -541,7 +672,7 @@ def _readings(store: TelemetryStore, device: Device, start: Optional[_dt.datetim
 
 
 def _reader(request: ApiRequest, device_id: str) -> Tuple[Optional[Device], Optional[Reply]]:
-    device, denied = _authenticate(request, explained=False)
+    device, denied = _authenticate(request, explained=False, check_active=False)
     if denied is not None:
         return None, denied
     assert device is not None
@@ -553,7 +684,7 @@ def _reader(request: ApiRequest, device_id: str) -> Tuple[Optional[Device], Opti
 def _start(request: ApiRequest, default: str) -> Tuple[str, _dt.datetime]:
     text = query_text(request.query, "start_time") or default
     now = _dt.datetime.fromtimestamp(request.store.now(), tz=_dt.timezone.utc)
-    return text, parse_start_time(text, now)
+    return text, parse_iotflow_start(text, now)
 
 
 def _limit(request: ApiRequest, default: int, cap: int) -> int:
@@ -566,8 +697,7 @@ def _limit(request: ApiRequest, default: int, cap: int) -> int:
 
 
 def _bad_query(exc: ValueError) -> Reply:
-    message = str(exc) if "limit" in str(exc) else "Invalid start_time: use ISO 8601 or relative like -1h, -30d"
-    return Reply(400, {"error": "Invalid query parameter", "message": message})
+    return Reply(400, {"error": "Invalid query parameter", "message": str(exc)})
 
 
 def get_latest(request: ApiRequest, device_id: str) -> Reply:
@@ -576,11 +706,13 @@ def get_latest(request: ApiRequest, device_id: str) -> Reply:
     if denied is not None:
         return denied
     assert device is not None
-    rows = _readings(request.store, device, None, 1)
+    available = _iotdb_available(request.store)
+    rows = _readings(request.store, device, "iotflow", None, 1)
     if not rows:
-        return Reply(404, {"message": "No telemetry data found", "device_id": device.id})
+        return Reply(404, {"device_id": device.id, "device_name": device.name, "message": "No telemetry data found",
+                           "iotdb_available": available})
     return Reply(200, {"device_id": device.id, "device_name": device.name, "device_type": device.device_type,
-                       "latest_data": _record(device, *rows[0])})
+                       "latest_data": _record(device, "iotflow", *rows[0]), "iotdb_available": available})
 
 
 def get_history(request: ApiRequest, device_id: str) -> Reply:
@@ -591,12 +723,13 @@ def get_history(request: ApiRequest, device_id: str) -> Reply:
     assert device is not None
     try:
         limit = _limit(request, DEFAULT_LIMIT, MAX_LIMIT)
-        start_text, start = _start(request, "-1h")
     except ValueError as exc:
         return _bad_query(exc)
-    records = [_record(device, *row) for row in _readings(request.store, device, start, limit)]
+    start_text, start = _start(request, "-1h")
+    records = [_record(device, "iotflow", *row) for row in _readings(request.store, device, "iotflow", start, limit)]
     return Reply(200, {"device_id": device.id, "device_name": device.name, "device_type": device.device_type,
-                       "start_time": start_text, "data": records, "count": len(records)})
+                       "start_time": start_text, "data": records, "count": len(records),
+                       "iotdb_available": _iotdb_available(request.store)})
 
 
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -633,34 +766,30 @@ def _aggregate(values: List[Any], how: str) -> Any:
 
 
 def get_aggregated(request: ApiRequest, device_id: str) -> Reply:
-    """GET /api/v1/telemetry/{id}/aggregated?field=&aggregation=mean&window=1h&start_time=-24h."""
+    """GET /api/v1/telemetry/{id}/aggregated?field=temperature&aggregation=mean&window=1h&start_time=-24h."""
     device, denied = _reader(request, device_id)
     if denied is not None:
         return denied
     assert device is not None
-    field = query_text(request.query, "field")
-    if not field:
-        return Reply(400, {"error": "field parameter is required"})
-    how = (query_text(request.query, "aggregation") or "mean").lower()
+    field = query_text(request.query, "field") or "temperature"  # the real server's default
+    how = query_text(request.query, "aggregation") or "mean"
     if how not in AGGREGATIONS:
-        return Reply(400, {"error": "Invalid aggregation type. Must be one of: %s" % ", ".join(AGGREGATIONS)})
+        return Reply(400, {"error": "Invalid aggregation function", "valid_functions": list(AGGREGATIONS)})
     window = query_text(request.query, "window") or "1h"
     try:
         seconds = _window_seconds(window)
     except ValueError:
         return Reply(400, {"error": "Invalid window", "message": "use a number and s, m, h, d or w, like 1h"})
-    try:
-        start_text, start = _start(request, "-24h")
-    except ValueError as exc:
-        return _bad_query(exc)
+    start_text, start = _start(request, "-24h")
     buckets: Dict[int, List[Any]] = {}
-    for ts_epoch, data, _meta in reversed(_readings(request.store, device, start, MAX_LIMIT * 10)):
+    for ts_epoch, data, _meta in reversed(_readings(request.store, device, "iotflow", start, MAX_LIMIT * 10)):
         if field in data:
-            buckets.setdefault(int(ts_epoch // seconds) * seconds, []).append(data[field])
+            buckets.setdefault(int(ts_epoch // seconds) * seconds, []).append(_from_text(data[field]))
     points = [{"timestamp": _record_time(bucket), "value": _aggregate(values, how)}
               for bucket, values in sorted(buckets.items())]
-    return Reply(200, {"device_id": device.id, "field": field, "aggregation": how, "window": window,
-                       "start_time": start_text, "data": points, "count": len(points)})
+    return Reply(200, {"device_id": device.id, "device_name": device.name, "device_type": device.device_type,
+                       "field": field, "aggregation": how, "window": window, "start_time": start_text,
+                       "data": points, "count": len(points), "iotdb_available": _iotdb_available(request.store)})
 
 
 def get_devices_telemetry(request: ApiRequest) -> Reply:
@@ -672,11 +801,11 @@ def get_devices_telemetry(request: ApiRequest) -> Reply:
     assert device is not None
     try:
         limit = _limit(request, CONNECTIVITY_DEFAULT_LIMIT, CONNECTIVITY_MAX_LIMIT)
-        start_text, start = _start(request, "-24h")
     except ValueError as exc:
         return _bad_query(exc)
-    rows = _readings(store, device, start, limit, query_text(request.query, "type"))
-    records = [_record(device, *row) for row in rows]
+    start_text, start = _start(request, "-24h")
+    rows = _readings(store, device, "connectivity", start, limit, query_text(request.query, "type"))
+    records = [_record(device, "connectivity", *row) for row in rows]
     return Reply(200, {"status": "success", "telemetry": records, "count": len(records), "limit": limit,
                        "start_time": start_text})
 
@@ -688,7 +817,7 @@ ROUTES = [
     route("/api/v1/devices/telemetry", GET=get_devices_telemetry, POST=post_devices_telemetry),
     route("/api/v1/devices/heartbeat", POST=post_heartbeat),
     route("/api/v1/devices/status", GET=get_status),
-    route("/api/v1/telemetry", claims=claims, POST=post_telemetry),
+    route("/api/v1/telemetry", claims=claims_telemetry_post, POST=post_telemetry),
     route("/api/v1/telemetry/%s/latest" % _SEGMENT, claims=claims, GET=get_latest),
     route("/api/v1/telemetry/%s/aggregated" % _SEGMENT, GET=get_aggregated),
     route("/api/v1/telemetry/%s" % _SEGMENT, claims=claims, GET=get_history),
