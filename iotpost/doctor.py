@@ -5,7 +5,7 @@ Usage: ``for result in run_checks(DoctorSettings(certs_dir=Path("certs_credentia
 In order: the bundle (and its CA's expiry), DNS, TCP, the proxy, the TLS handshake (verified exactly
 as a send), the server certificate's expiry, the clock (against the server's ``Date`` header) and
 the credentials, checked without storing a reading: IoTFlow and Connectivity answer a device-status
-GET; TESAIoT gets a telemetry POST of ``{}``, which a platform must refuse (400: the key passed and
+GET; TESAIoT gets a telemetry POST of ``{"device_id": ""}`` (no data), which a platform must refuse (400: the key passed and
 nothing was stored; 401/403: the key was refused). Where no such way exists the line says "not
 checked", never "ok". After a failure the later checks are skipped: they would only fail too.
 """
@@ -207,8 +207,10 @@ def _clock_and_auth(transport, platform, api_key: Optional[str], target, wall) -
         method, path, body = "GET", platform.status_path, b""
         headers = [("User-Agent", USER_AGENT)] + profile.auth(body, creds)
     else:
-        # The telemetry endpoint with an empty object: a platform must refuse it, after the key check.
-        method, path, body = "POST", target.path, b"{}"
+        # The telemetry endpoint with a payload that holds no data: a platform must refuse it (400) after
+        # the key check (401/403). Its device_id key keeps it TESAIoT-shaped: the twin's IoTFlow routes
+        # answer a body without one, as the real IoTFlow does.
+        method, path, body = "POST", target.path, b'{"device_id": ""}'
         headers = [("User-Agent", USER_AGENT), ("Content-Type", profile.content_type)] + profile.auth(body, creds)
     try:
         response = transport.send(method, path, headers, body)
@@ -228,7 +230,7 @@ def _clock_and_auth(transport, platform, api_key: Optional[str], target, wall) -
     elif method == "GET" and 200 <= status < 300:
         yield CheckResult("auth", "ok", "the key was accepted (%s), nothing stored" % asked)
     elif method == "POST" and status == 400:
-        yield CheckResult("auth", "ok", "the key was accepted: the empty payload was refused (%s), nothing stored"
+        yield CheckResult("auth", "ok", "the key was accepted: a payload without data was refused (%s), nothing stored"
                           % asked)
     else:
         yield CheckResult("auth", "not checked", "the platform's answer says nothing about the key (%s)" % asked)

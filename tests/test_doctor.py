@@ -62,7 +62,7 @@ class DoctorTests(unittest.TestCase):
         lines = self.lines(proc)
         self.assertEqual(list(lines), ["bundle", "dns", "tcp", "proxy", "tls", "certificate", "clock", "auth"])
         self.assertTrue(all(status == "ok" for status, _ in lines.values()), proc.stdout)
-        self.assertIn("the empty payload was refused (POST /api/v1/telemetry: HTTP 400), nothing stored",
+        self.assertIn("a payload without data was refused (POST /api/v1/telemetry: HTTP 400), nothing stored",
                       lines["auth"][1])
         self.assertRegex(lines["certificate"][1], r"server certificate expires \d{4}-\d\d-\d\d .*CA expires")
         self.assertEqual(twin.store.count_telemetry(DEVICE), 0)

@@ -74,6 +74,23 @@ class ImportTests(unittest.TestCase):
                       "urllib.request", "iotpost.delivery"):
             self.assertNotIn(heavy, loaded)
 
+    def test_a_real_send_loads_no_typing_http_client_or_email(self):
+        # what a Raspberry Pi's cron start pays for (ARCHITECTURE "Start-up cost"; bench/bench_coldsend.py)
+        from tests.twin_support import make_bundle, start_test_twin, temp_dir
+
+        twin = start_test_twin(self)
+        bundle = make_bundle(temp_dir(self) / "b", twin=twin)
+        proc = subprocess.run([sys.executable, "-S", "-c", _LAZY, "--certs-dir", str(bundle), "--quiet"],
+                              capture_output=True, text=True, cwd=str(PROJECT_ROOT), env=cli_env(), timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        result = json.loads(proc.stdout.splitlines()[-1])
+        self.assertEqual(result["code"], 0)
+        self.assertEqual(twin.store.count_telemetry(), 1)  # it really sent
+        loaded = set(result["modules"])
+        for heavy in ("typing", "http.client", "email", "email.parser", "sqlite3", "urllib.request", "logging",
+                      "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow"):
+            self.assertNotIn(heavy, loaded)
+
 
 def import_graph(package_dir) -> dict:
     """module -> the sibling modules it imports (at the top or inside a function), from the source."""
