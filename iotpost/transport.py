@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError, IotPostError, TransientError
-from .http11 import Connection, MalformedResponse
 from .target import Target
 from .tlsctx import client_certificate_error, client_certificate_refused, explain_tls_failure
 from .records import Record
@@ -76,11 +75,13 @@ class Response(Record):
 
 
 def classify_network_error(exc: BaseException, target: Target, timeout: float) -> IotPostError:
-    """Map a socket or HTTP exception to the error a user can act on."""
+    """Map a socket/http.client exception to the error a user can act on."""
+    import http.client
+
     where = "%s:%d" % (target.host, target.port)
     if isinstance(exc, IotPostError):
         return exc
-    if isinstance(exc, (ValueError, UnicodeError)):  # a path or header that cannot be written as HTTP
+    if isinstance(exc, http.client.InvalidURL):
         return ConfigError("URL %s is not usable (%s)" % (target.url, exc), hint="check %s" % target.names.url)
     if isinstance(exc, socket.timeout) or isinstance(exc, TimeoutError):
         return TransientError("no answer from %s within %gs, while sending" % (where, timeout),
@@ -90,11 +91,12 @@ def classify_network_error(exc: BaseException, target: Target, timeout: float) -
                               hint="is the server running? check the host and port in the URL")
     if isinstance(exc, socket.gaierror):
         return _dns_failure(exc, target)
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):  # RemoteDisconnected too
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                        http.client.RemoteDisconnected)):
         return TransientError("connection to %s was closed before an answer arrived" % where,
                               hint="the link or the server dropped the connection; it is retried")
-    if isinstance(exc, MalformedResponse):
-        return TransientError("malformed HTTP response from %s (%s)" % (where, exc),
+    if isinstance(exc, http.client.HTTPException):
+        return TransientError("malformed HTTP response from %s (%s)" % (where, exc.__class__.__name__),
                               hint="a proxy or the server is misbehaving; retry later")
     if isinstance(exc, ssl.SSLError):
         return TransientError("TLS connection to %s broke (%s)" % (where, getattr(exc, "reason", None) or exc),
@@ -159,11 +161,21 @@ class Transport:
 
         return open_tunnel(self.proxy, t.host, t.port, self._timeout, USER_AGENT)
 
-    def _open(self) -> Connection:
+    def _open(self):
+        import http.client
+
         t = self.target
-        # The socket comes from _connect_raw (directly, or through the CONNECT tunnel); TLS runs on top
-        # of it with the platform's host name, end to end.
-        conn = Connection(self._connect_raw, t.host, t.port, self._ctx if t.scheme == "https" else None)
+        try:
+            if t.scheme == "https":
+                conn = http.client.HTTPSConnection(t.host, t.port, timeout=self._timeout, context=self._ctx)
+            else:
+                conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
+        except http.client.InvalidURL as exc:
+            raise classify_network_error(exc, t, self._timeout) from None
+        # http.client makes its socket through this hook and wraps TLS (server_hostname = the
+        # platform's host) on top of what it returns, so even a reconnect it makes on its own
+        # goes through _connect_raw and the tunnel.
+        conn._create_connection = lambda address, timeout=None, source_address=None: self._connect_raw()
         try:
             conn.connect()
         except ssl.SSLError as exc:
@@ -222,11 +234,13 @@ class Transport:
         it sends session tickets then, which ends the wait at once (servers without tickets: at
         the probe's time limit). Either way nothing is learnt from a server that accepted us.
         """
+        import http.client
+
         if self._ctx is None:
             return None
         try:
             raw = self._connect_raw()
-        except (OSError, IotPostError):
+        except (OSError, IotPostError, http.client.HTTPException):
             return None
         deadline = time.monotonic() + min(self._timeout, _PROBE_SECONDS)
         try:
@@ -296,10 +310,12 @@ class Transport:
 
     def send(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
         """One request and its response; raises IotPostError for anything but an HTTP answer."""
+        import http.client
+
         reused = self._conn is not None
         try:
             return self._exchange(method, path, headers, body)
-        except _STALE as exc:  # RemoteDisconnected is a ConnectionResetError
+        except _STALE + (http.client.RemoteDisconnected,) as exc:
             self.close()
             if not reused:
                 raise self._classify(exc, fresh=True) from None
@@ -313,23 +329,31 @@ class Transport:
             raise self._classify(exc, fresh=True) from None
 
     def _exchange(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
+        import http.client
+
         if self._conn is None:
             self._conn = self._open()
         conn = self._conn
         started = self._clock()
-        if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
-            headers = list(headers) + [("Content-Length", str(len(body)))]
         try:
-            conn.send_request(method, path, headers, body)
-            answer = conn.read_response(MAX_RESPONSE_BYTES, method)  # more than we keep is never drained
-        except _STALE:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers:
+                conn.putheader(name, value)
+            if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read(MAX_RESPONSE_BYTES)
+            oversized = not resp.isclosed()  # more than we keep: never drain an unbounded body
+        except _STALE + (http.client.RemoteDisconnected,):
             raise
         except Exception as exc:
             self.close()
             raise self._classify(exc) from None
         latency = self._clock() - started
-        result = Response(answer.status, answer.reason, answer.headers, answer.body, latency)
-        if answer.will_close or answer.truncated:
+        result = Response(resp.status, resp.reason or "", {k.lower(): v for k, v in resp.getheaders()},
+                          data, latency)
+        if resp.will_close or oversized:
             self.close()  # the next send reconnects explicitly, so TLS errors stay classified
         refused = self._client_cert_answer(result)
         if refused is not None:

@@ -10,6 +10,7 @@ the code; ONE_COMMAND lists the code only one command runs.
 from __future__ import annotations
 
 import ast
+import http.client
 import re
 import socket
 import ssl
@@ -24,7 +25,6 @@ from iotpost.profiles import TESAIOT, TLINK, Profile
 from iotpost.receiver.cli import build_parser as receiver_parser
 from iotpost.target import parse_target
 from iotpost.tlsctx import explain_tls_failure
-from iotpost.http11 import MalformedResponse
 from iotpost.transport import classify_network_error
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
@@ -94,9 +94,9 @@ def dynamic_hints(profile: Profile) -> Iterator[Tuple[str, str]]:
     for text in ("[SSL: WRONG_VERSION_NUMBER] x", "[SSL: UNSUPPORTED_PROTOCOL] x", "[SSL: HANDSHAKE_FAILURE] x"):
         yield text, explain_tls_failure(ssl.SSLError(1, text), target.host, None, names).hint
     yield "tls eof", explain_tls_failure(ssl.SSLEOFError(8, "EOF"), target.host, None, names).hint
-    for exc in (ValueError("x"), socket.timeout(), ConnectionRefusedError(), ConnectionResetError(),
+    for exc in (http.client.InvalidURL("x"), socket.timeout(), ConnectionRefusedError(), ConnectionResetError(),
                 socket.gaierror(socket.EAI_NONAME, "x"), socket.gaierror(socket.EAI_AGAIN, "x"),
-                MalformedResponse("x"), ssl.SSLError(1, "x"), OSError(5, "x")):
+                http.client.BadStatusLine("x"), ssl.SSLError(1, "x"), OSError(5, "x")):
         yield type(exc).__name__, classify_network_error(exc, target, 1.0).hint
     for status in (301, 400, 401, 403, 404, 405, 409, 413, 429, 500, 503):
         err = error_for_response(status, "R", "m", target.url, 1, "https://x/", profile.auth_hint, names)
