@@ -24,12 +24,10 @@ else:
     Json = dict  # the alias only matters to type checkers
 _UTC = _dt.timezone.utc
 
-_ISO8601 = re.compile(
-    r"""^(\d{4})-(\d{2})-(\d{2})
+_ISO8601_PATTERN = r"""^(\d{4})-(\d{2})-(\d{2})
         (?:[Tt\ ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?
-           (Z|z|[+-]\d{2}(?::?\d{2})?)?)?$""",
-    re.VERBOSE | re.ASCII,
-)
+           (Z|z|[+-]\d{2}(?::?\d{2})?)?)?$"""
+_ISO8601 = None  # compiled on first use: a generated send stamps times, it never parses one
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -52,6 +50,9 @@ def parse_iso8601(text: str, default_tz: Optional[_dt.tzinfo] = _UTC) -> _dt.dat
     Accepts a date, or date and time with optional fraction and ``Z``/``+HH:MM``/``+HHMM``/``+HH``.
     A time without offset gets ``default_tz`` (None: stays naive). Raises ValueError otherwise.
     """
+    global _ISO8601
+    if _ISO8601 is None:
+        _ISO8601 = re.compile(_ISO8601_PATTERN, re.VERBOSE | re.ASCII)
     match = _ISO8601.match(text)
     if match is None:
         raise ValueError("not an ISO 8601 timestamp: %r" % (text,))

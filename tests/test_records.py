@@ -23,6 +23,11 @@ class Point(Record):
         return self._replace(x=self.x + dx)
 
 
+def x_and_label(point: Point):
+    x, _, label = point  # unpacks as a tuple
+    return x, label
+
+
 class Same(NamedTuple):
     x: int
     y: int = 0
@@ -43,6 +48,24 @@ class RecordTests(unittest.TestCase):
         self.assertEqual(list(Point.__annotations__), ["x", "y", "label"])
         with self.assertRaises(AttributeError):
             p.x = 1  # immutable, no __dict__
+        with self.assertRaises(AttributeError):
+            p.other = 1
+        import copy
+        import pickle
+
+        self.assertEqual(pickle.loads(pickle.dumps(p)), p)
+        self.assertEqual(copy.deepcopy(p), p)
+        self.assertEqual(Point._make([1, 2, "z"]), Point(1, 2, "z"))
+        self.assertEqual(x_and_label(Point(label="k", x=5)), (5, "k"))
+        for bad in ((), (1, 2, 3, 4)):
+            with self.subTest(args=bad), self.assertRaises(TypeError):
+                Point(*bad)
+        with self.assertRaises(TypeError):
+            Point(1, x=2)
+        with self.assertRaises(TypeError):
+            Point(1, z=2)
+        with self.assertRaises(ValueError):
+            p._replace(z=1)
 
     def test_refuses_what_namedtuple_refuses(self):
         with self.assertRaises(TypeError):
