@@ -67,7 +67,7 @@ class CommonSettings(Record):
     jitter: float = 0.0  # --jitter: wait a random 0..jitter seconds before the first send
 
 
-def _seconds(low: float, high: float, low_inclusive: bool = True):
+def seconds_type(low: float, high: float, low_inclusive: bool = True):
     """An argparse type for a finite number in a sane range (no 1e300-second timeouts)."""
 
     def parse(text: str) -> float:
@@ -83,7 +83,7 @@ def _seconds(low: float, high: float, low_inclusive: bool = True):
     return parse
 
 
-def _whole(low: int):
+def whole_type(low: int):
     """An argparse type for a whole number of at least ``low``."""
 
     def parse(text: str) -> int:
@@ -101,34 +101,34 @@ def _whole(low: int):
 def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every sender has, with the seed's defaults."""
     g = parser.add_argument_group("sending")
-    g.add_argument("--timeout", type=_seconds(0, 3600, low_inclusive=False), default=10.0,
+    g.add_argument("--timeout", type=seconds_type(0, 3600, low_inclusive=False), default=10.0,
                    metavar="SECONDS", help="network timeout per request (default: 10)")
-    g.add_argument("--interval", type=_seconds(0, 86400), default=5.0, metavar="SECONDS",
+    g.add_argument("--interval", type=seconds_type(0, 86400), default=5.0, metavar="SECONDS",
                    help="seconds between payloads, measured from start times (default: 5)")
-    g.add_argument("--count", type=_whole(1), default=1, metavar="N", help="payloads to send (default: 1)")
-    g.add_argument("--period", type=_seconds(0, 525600), default=0.0, metavar="MINUTES",
+    g.add_argument("--count", type=whole_type(1), default=1, metavar="N", help="payloads to send (default: 1)")
+    g.add_argument("--period", type=seconds_type(0, 525600), default=0.0, metavar="MINUTES",
                    help="send every --interval for this many minutes; --count is then ignored "
                    "(default: 0 = off)")
     g.add_argument("--dry-run", action="store_true",
                    help="print the requests that would be sent (key redacted) and contact nothing")
     g.add_argument("--allow-http", action="store_true",
                    help="permit a plain http:// URL to this machine only (local development servers)")
-    g.add_argument("--jitter", type=_seconds(0, 3600), default=0.0, metavar="SECONDS",
+    g.add_argument("--jitter", type=seconds_type(0, 3600), default=0.0, metavar="SECONDS",
                    help="wait a random time from 0 to SECONDS before the first send, so a fleet started by "
                    "one cron minute does not send at once (default 0)")
     g.add_argument("--seed", type=int, default=None, help="seed for generated values (reproducible runs)")
     r = parser.add_argument_group("reliability")
-    r.add_argument("--retries", type=_whole(0), default=DEFAULT_RETRIES, metavar="N",
+    r.add_argument("--retries", type=whole_type(0), default=DEFAULT_RETRIES, metavar="N",
                    help="retries per payload for failures that can succeed later (default: %d)" % DEFAULT_RETRIES)
-    r.add_argument("--max-retry-time", type=_seconds(0, 86400), default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
+    r.add_argument("--max-retry-time", type=seconds_type(0, 86400), default=DEFAULT_MAX_RETRY_TIME, metavar="SECONDS",
                    help="give up retrying one payload after this long (default: %g)" % DEFAULT_MAX_RETRY_TIME)
-    r.add_argument("--retry-backoff", type=_seconds(0, 3600), default=0.5, metavar="SECONDS",
+    r.add_argument("--retry-backoff", type=seconds_type(0, 3600), default=0.5, metavar="SECONDS",
                    help="first backoff between retries, doubled each time with jitter, at most 30 s "
                    "(default: 0.5); a server's Retry-After wins")
     r.add_argument("--spool", type=user_path, default=None, metavar="PATH",
                    help="keep payloads in this SQLite file until the platform has them "
                    "(env %s)" % SPOOL_ENV)
-    r.add_argument("--spool-max", type=_whole(1), default=None, metavar="N",
+    r.add_argument("--spool-max", type=whole_type(1), default=None, metavar="N",
                    help="keep at most N payloads in the spool, dropping the oldest (reported)")
     r.add_argument("--flush-spool", action="store_true",
                    help="send only what is in the spool; generate nothing")
@@ -136,11 +136,11 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="show the spool's counts, oldest payload and dead letters, then exit")
     r.add_argument("--dead-letters", action="store_true",
                    help="print the payloads the platform rejected as JSON Lines, then exit")
-    r.add_argument("--spool-drop", type=_whole(1), default=None, metavar="ID",
+    r.add_argument("--spool-drop", type=whole_type(1), default=None, metavar="ID",
                    help="delete the pending payload with this id (see --spool-status), then exit")
-    r.add_argument("--spool-requeue", type=_whole(1), default=None, metavar="ID",
+    r.add_argument("--spool-requeue", type=whole_type(1), default=None, metavar="ID",
                    help="put the dead letter with this id (see --dead-letters) back in the queue, then exit")
-    r.add_argument("--dead-letter-after", type=_whole(1), default=DEFAULT_DEAD_LETTER_AFTER, metavar="RUNS",
+    r.add_argument("--dead-letter-after", type=whole_type(1), default=DEFAULT_DEAD_LETTER_AFTER, metavar="RUNS",
                    help="a payload the platform fails (5xx) in this many runs in which it accepted other "
                    "payloads becomes a dead letter (default: %d)" % DEFAULT_DEAD_LETTER_AFTER)
     n = parser.add_argument_group("network")

@@ -51,6 +51,7 @@ def open_device(certs_dir: Path, platform: Optional[str], base_url: Optional[str
 
 def add_device_arguments(p: "argparse.ArgumentParser", platforms: Tuple[str, ...] = DEVICE_PLATFORMS) -> None:
     """The flags every device command shares, spelled as `iotpost send` spells them."""
+    from .cli_common import seconds_type
     from .user_paths import user_path
 
     p.add_argument("--certs-dir", type=user_path, required=True, metavar="DIR",
@@ -62,7 +63,8 @@ def add_device_arguments(p: "argparse.ArgumentParser", platforms: Tuple[str, ...
                    help="CA that verifies the server (default: the bundle's ca-chain.pem, else the system's store)")
     p.add_argument("--allow-http", action="store_true",
                    help="permit a plain http:// URL to this machine only (local development servers)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="network timeout (default 10)")
+    p.add_argument("--timeout", type=seconds_type(0, 3600, low_inclusive=False), default=10.0, metavar="SECONDS",
+                   help="network timeout (default 10)")
     p.add_argument("--json", action="store_true", help="JSON Lines output (each record has \"schema\")")
     p.add_argument("--verbose", "-v", action="store_true", help="show request and answer headers (never the key)")
     p.add_argument("--debug", action="store_true", help="show a traceback for internal errors")

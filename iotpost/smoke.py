@@ -22,13 +22,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a sen
 if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, Optional
 
-from .payloads import parse_iso8601
+from .payloads import Json, parse_iso8601
 from .records import Record
 
-if TYPE_CHECKING:
-    Json = Dict[str, Any]
-else:
-    Json = dict  # the alias only matters to type checkers
 RUN_KEY, SEQ_KEY = "smoke_run", "smoke_seq"
 
 

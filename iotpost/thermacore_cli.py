@@ -20,6 +20,7 @@ from typing import Any, List, Mapping, Optional, Tuple
 
 from . import __version__
 from .argparser import ArgumentParser
+from .cli_common import seconds_type
 from .cli_run import run
 from .errors import ConfigError, CredentialMissing
 from .target import SettingNames, Target, parse_target
@@ -54,18 +55,6 @@ def _hours(text: str) -> int:
     return int(text)
 
 
-def _timeout(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError("must be seconds, more than 0 and at most 3600, not %r" % text)
-    return value
-
-
 def build_parser(prog: str = PROG) -> ArgumentParser:
     p = ArgumentParser(
         prog=prog,
@@ -88,7 +77,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    help="permit a plain http:// URL to this machine only (local development servers)")
     p.add_argument("--credentials-file", type=user_path, default=None, metavar="PATH",
                    help='JSON {"username": ..., "password": ...} (default: $%s and $%s)' % (USERNAME_ENV, PASSWORD_ENV))
-    p.add_argument("--timeout", type=_timeout, default=10.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_type(0, 3600, low_inclusive=False), default=10.0, metavar="SECONDS",
                    help="network timeout per request (default: 10)")
     p.add_argument("--json", action="store_true", help="JSON Lines on stdout: one object per reading, then a summary")
     p.add_argument("--verbose", action="store_true",

@@ -178,6 +178,17 @@ class SendDryRuns(unittest.TestCase):
         self.assertIn("/api/v1/devices/telemetry", dry_run_requests(proc.stdout)[0][0])
 
 
+class DeviceCommandFlags(unittest.TestCase):
+    def test_a_timeout_that_is_not_a_sane_number_is_a_usage_error(self):
+        bundle = integer_bundle(temp_dir(self) / "b", "iotflow")
+        for command in ("heartbeat", "readings"):
+            for bad in ("nan", "inf", "-1", "0", "abc"):
+                with self.subTest(command=command, timeout=bad):
+                    proc = run_cli(IOTPOST, command, "--certs-dir", bundle, "--timeout=" + bad)
+                    self.assertEqual(proc.returncode, 2, proc.stderr)
+                    self.assertNotIn("Traceback", proc.stderr)
+
+
 class SystemTrustStore(unittest.TestCase):
     """A bundle without ca-chain.pem (IoTFlow, Connectivity) verifies against the system's store."""
 

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional
+    from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, UsageError
-from ..payloads import iso_utc
+from ..payloads import Json, iso_utc
 from ..profiles import Profile
 from ..records import Record
 
-if TYPE_CHECKING:
-    Json = Dict[str, Any]
-else:
-    Json = dict  # the alias only matters to type checkers
 
 # Platforms `post_https_sample.py` / `iotpost send` can send to (TLINK has its own command).
 SENDING = ("tesaiot", "iotflow", "connectivity")
