@@ -55,8 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     protect_std_streams()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        if len(args) >= 2 and args[0] == "help" and args[1] in COMMANDS:
-            return _run(args[1], ["--help"])
+        if len(args) >= 2 and args[0] == "help":
+            return _run(args[1], ["--help"]) if args[1] in COMMANDS else main([args[1]])  # unknown: 2, with did-you-mean
         write_safely(sys.stdout if args else sys.stderr, usage())
         return int(ExitStatus.OK if args else ExitStatus.USAGE)
     if args[0] == "--version":

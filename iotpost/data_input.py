@@ -133,6 +133,23 @@ def parse_line(text: Union[str, bytes], where: str, line_no: int) -> DataItem:
     return item_from_object(decode_line(text, where, line_no), where, line_no)
 
 
+def json_object_arg(text: str, flag: str) -> Json:
+    """A flag's JSON object, taken exactly as given (``--metadata``): strict JSON, an object, encodable; else 2."""
+    from .errors import UsageError
+
+    try:
+        value = decode_json(text)
+    except ValueError as exc:
+        raise UsageError("%s is not valid JSON (%s)" % (flag, exc)) from None
+    if not isinstance(value, dict):
+        raise UsageError("%s must be a JSON object, like {\"site\": \"lab\"}" % flag)
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise UsageError("%s cannot be sent as JSON (%s)" % (flag, exc)) from None
+    return value
+
+
 def parse_data_arg(text: str) -> DataItem:
     """--data JSON: one object, checked before anything is sent."""
     return parse_line(text, "--data", 0)

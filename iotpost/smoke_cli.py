@@ -178,26 +178,28 @@ class Run:
             self.out.info("%-12s %-7s %6.3f s  %s%s" % (step.name, step.status, step.seconds, step.message, more))
 
 
-def _stamp() -> str:
-    """Now, ISO 8601 UTC at millisecond resolution (what IoTFlow keeps)."""
+def _stamp(after: Optional[str] = None) -> str:
+    """Now, ISO 8601 UTC at millisecond resolution (what IoTFlow keeps), and later than ``after``: IoTFlow
+    keeps one reading per device and millisecond, so two smoke readings must never share one."""
     import datetime as _dt
 
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
+    while True:
+        now = _dt.datetime.now(_dt.timezone.utc)
+        stamp = now.replace(microsecond=now.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
+        if after is None or stamp > after:  # same format and zone: text order is time order
+            return stamp
+        time.sleep(0.001)
 
 
 def _json_object(text: Optional[str], flag: str, allow_empty: bool = False) -> Optional[Json]:
+    """A flag's JSON object, as strict as iotpost send's (no NaN, encodable, not absurdly deep); else 2."""
     if text is None:
         return None
-    import json
+    from .data_input import json_object_arg
 
-    try:
-        value = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    except ValueError:
-        raise UsageError("%s is not valid JSON" % flag) from None
-    if not isinstance(value, dict) or (not value and not allow_empty):
-        raise UsageError("%s must be a non-empty JSON object" % flag if not allow_empty else
-                         "%s must be a JSON object" % flag)
+    value = json_object_arg(text, flag)
+    if not value and not allow_empty:
+        raise UsageError("%s must be a non-empty JSON object" % flag)
     return value
 
 
@@ -238,8 +240,9 @@ def _smoke_device(run: Run, s: SmokeSettings, platform_name: str, secrets: List[
         def authenticate() -> str:
             response, doc = call(platform.status_path).json("GET", key_header, b"",
                                                             "proving the API key with the device status")
-            device = (doc or {}).get("device") or {}
-            return "%d, the key is device %s's" % (response.status, device.get("id", "?"))
+            device = (doc or {}).get("device")
+            return "%d, the key is device %s's" % (response.status,
+                                                  device.get("id", "?") if isinstance(device, dict) else "?")
 
         run.step("authenticate", authenticate)
     else:
@@ -252,7 +255,7 @@ def _smoke_device(run: Run, s: SmokeSettings, platform_name: str, secrets: List[
         target_call = call(platform.profile.endpoint)
         for seq in range(1, s.count + 1):
             data = marked(base_data, run.verdict.run_id, seq)
-            stamp = _stamp()
+            stamp = _stamp(after=sent[-1][2] if sent else None)
             payload = platform.make_body(bundle.device_id, data, metadata, stamp)
             body = encode(payload)
             headers = platform.profile.headers(body, new_idempotency_key(), Credentials(api_key=bundle.api_key))
@@ -424,7 +427,7 @@ def _report(verdict: Verdict, reporter, junit: Optional[Path]) -> None:
                                                   verdict.exit_code))
     if junit is not None:
         try:
-            write_junit(verdict, junit)
+            write_junit(verdict, junit, reporter.redact)
         except OSError as exc:
             reporter.error("cannot write the JUnit report %s (%s)" % (junit, exc.strerror or exc))
 

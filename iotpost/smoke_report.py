@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
+
 from .records import Record
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -74,8 +75,12 @@ def verdict_json(v: Verdict, at: Optional[str] = None) -> Dict[str, Any]:
     return doc
 
 
-def junit_tree(v: Verdict):
-    """testsuites > testsuite > testcase (one per step, one per reading), <failure>/<skipped/> inside."""
+def junit_tree(v: Verdict, redact: Callable[[str], str] = lambda text: text):
+    """testsuites > testsuite > testcase (one per step, one per reading), <failure>/<skipped/> inside.
+
+    ``redact`` (the run's Redactor) is applied to every message: CI keeps these files as artifacts,
+    and a server may echo a key back in an error.
+    """
     import datetime as _dt
     from xml.etree import ElementTree as ET
 
@@ -96,6 +101,7 @@ def junit_tree(v: Verdict):
     ET.SubElement(props, "property", name="run_id", value=v.run_id)
     ET.SubElement(props, "property", name="exit_code", value=str(v.exit_code))
     for kind, name, status, seconds, message in cases:
+        message = redact(message)
         case = ET.SubElement(suite, "testcase", name=name, classname="iotpost.smoke.%s" % v.platform,
                              time="%.3f" % seconds)
         if status == FAILED:
@@ -124,14 +130,16 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def write_junit(v: Verdict, path: Path) -> None:
+def write_junit(v: Verdict, path: Path, redact: Callable[[str], str] = lambda text: text) -> None:
     """Write the JUnit file whole or not at all (a temporary file renamed over it)."""
     path = Path(path)
+    if not path.name or path.is_dir():
+        raise OSError(21, "not a file name")
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
     try:
-        junit_tree(v).write(str(tmp), encoding="utf-8", xml_declaration=True)
+        junit_tree(v, redact).write(str(tmp), encoding="utf-8", xml_declaration=True)
         os.replace(str(tmp), str(path))
     finally:
         if tmp.exists():

@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
+
 from .records import Record
 
 ASIDE_INFIX = ".corrupt-"

@@ -136,23 +136,22 @@ def split_url(url: str) -> Tuple[str, Optional[str]]:
         parts = urlsplit(text)
     except ValueError:
         return text, None  # parse_target reports it with the usual wording
+    if parts.fragment or text.endswith("#"):
+        raise UsageError("--url %s has a #fragment, which is never sent to a server: leave it out" % text)
+    if not parts.scheme or not parts.netloc:
+        return text, None  # parse_target says what is wrong with it
+    base = "%s://%s" % (parts.scheme, parts.netloc)
     path = parts.path + ("?" + parts.query if parts.query else "")
-    if path in ("", "/"):
-        return text, None
-    return text[: len(text) - len(path)] if text.endswith(path) else text, path
+    return base, (None if path in ("", "/") else path)
 
 
 def _metadata(text: Optional[str]) -> Optional[dict]:
     """--metadata: a JSON object, checked before anything is sent (2 when it is not one)."""
     if text is None:
         return None
-    if text.strip() == "{}":
-        return {}  # no metadata is a fine thing to say (data, unlike metadata, may not be empty)
-    try:
-        value = parse_data_arg(text).data
-    except InputDataError as exc:
-        raise UsageError("--metadata: " + exc.message.replace("--data", "the value")) from None
-    return value
+    from .data_input import json_object_arg
+
+    return json_object_arg(text, "--metadata")
 
 
 def body_source(s: TesaSettings, device_id: str, platform: Platform,

@@ -12,7 +12,7 @@ import os
 from typing import Any, List
 
 from .errors import IotPostError, UsageError
-from .exitcodes import ExitStatus
+from .exitcodes import ExitStatus, for_http_status
 
 
 def smoke_thermacore(run: Any, s: Any, secrets: List[str]) -> None:
@@ -40,9 +40,11 @@ def smoke_thermacore(run: Any, s: Any, secrets: List[str]) -> None:
         def health() -> str:
             response = transport.send("GET", base + HEALTH_PATH, [("Accept", "application/json")], b"")
             if response.status != 200:
+                code = for_http_status(response.status)
                 err = IotPostError("GET /health answered %d %s" % (response.status, response.reason),
-                                   hint="the platform is not healthy; retry later")
-                err.exit_code = ExitStatus.TEMPFAIL
+                                   hint="the platform is not healthy; retry later" if code is ExitStatus.TEMPFAIL
+                                   else "check --base-url: is it the ThermaCore API?")
+                err.exit_code = code if code is not ExitStatus.OK else ExitStatus.TEMPFAIL
                 raise err
             return "200"
 

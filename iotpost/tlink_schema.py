@@ -12,6 +12,7 @@ fails from the same table (``receiver/tlink_limits.why_reference_fails``).
 from __future__ import annotations
 
 from typing import Optional, Tuple
+
 from .records import Record
 
 TEXT = "text"  # VARCHAR(size): at most ``size`` characters, as the driver would render the value

@@ -145,6 +145,26 @@ class SendDryRuns(unittest.TestCase):
         self.assertEqual(proc.returncode, 78, proc.stderr)
         self.assertIn("does not hold an IoTFlow device id", proc.stderr)
 
+    def test_metadata_is_sent_exactly_as_given(self):
+        bundle = integer_bundle(temp_dir(self) / "b", "iotflow")
+        given = {"data": {"x": 1}, "site": "a", "timestamp": "soon"}  # keys --data would have treated specially
+        proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run", "--metadata", json.dumps(given))
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(json.loads(dry_run_requests(proc.stdout)[0][2])["metadata"], given)
+        proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run", "--metadata", "{ }")
+        self.assertEqual(json.loads(dry_run_requests(proc.stdout)[0][2])["metadata"], {})
+
+    def test_url_pieces(self):
+        bundle = make_bundle(temp_dir(self) / "b")
+        for url, sent in (("https://h/x?", "POST https://h/x"), ("https://h/x?q=1", "POST https://h/x?q=1"),
+                          ("https://h:8443/", "POST https://h:8443/api/v1/telemetry")):
+            with self.subTest(url=url):
+                proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run", "--url", url)
+                self.assertEqual(dry_run_requests(proc.stdout)[0][0], sent, proc.stderr)
+        proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run", "--url", "https://h/x?q=1#f")
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("#fragment", proc.stderr)
+
     def test_bad_metadata_is_a_usage_error_before_anything_is_sent(self):
         bundle = integer_bundle(temp_dir(self) / "b", "iotflow")
         for bad in ("[1]", "{", '"x"'):
@@ -215,6 +235,22 @@ class SystemTrustStore(unittest.TestCase):
         os.remove(str(bundle / "ca-chain.pem"))
         proc = run_cli(SEND, "--certs-dir", bundle, "--dry-run")
         self.assertEqual(proc.returncode, 66, proc.stderr)
+
+
+
+class CommandTable(unittest.TestCase):
+    def test_unknown_commands_are_usage_errors_with_a_suggestion(self):
+        for args in (["sned"], ["help", "sned"]):
+            with self.subTest(args=args):
+                proc = run_cli(IOTPOST, *args)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn("did you mean send?", proc.stderr)
+        proc = run_cli(IOTPOST)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("commands:", proc.stderr)
+        proc = run_cli(IOTPOST, "help", "spool")
+        self.assertEqual(proc.returncode, 0)
+        self.assertIn("requeue ID", proc.stdout)
 
 
 if __name__ == "__main__":
