@@ -229,8 +229,6 @@ class ReviewFindings(unittest.TestCase):
         import http.server
         import threading
 
-        from tests.support import assert_no_suite_secret  # noqa: F401 - the key here is the test's own
-
         class Echo(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # the health check passes; the key check echoes the key in its refusal
                 if self.path == "/health":
