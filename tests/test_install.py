@@ -20,16 +20,17 @@ KEY = "tesa_ak_pip_" + "p" * 24
 def backend_problem() -> str:
     """Why this Python cannot build our wheel offline (--no-build-isolation uses its setuptools), or ''."""
     import importlib.util
+    from importlib import metadata  # asks the installed distribution: the suite itself imports no setuptools
 
     try:
-        import setuptools
-    except ImportError:
+        found = metadata.version("setuptools")
+    except metadata.PackageNotFoundError:
         return "setuptools is not installed (pip cannot fetch it without network)"
-    version = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
+    version = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
     if version < (61,):
-        return "setuptools %s reads no [project] table (61 or later needed)" % setuptools.__version__
+        return "setuptools %s reads no [project] table (61 or later needed)" % found
     if version < (70, 1) and importlib.util.find_spec("wheel") is None:
-        return "setuptools %s needs the wheel package to build a wheel" % setuptools.__version__
+        return "setuptools %s needs the wheel package to build a wheel" % found
     if importlib.util.find_spec("pip") is None:
         return "pip is not installed"
     return ""
