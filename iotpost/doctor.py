@@ -107,6 +107,9 @@ def _checks(s: DoctorSettings, secrets: List[str], wall) -> Iterator[CheckResult
                      key=lambda text: _days_left(text, now))
     trust = "CA %s" % bundle.ca_file.name if bundle.ca_file is not None else "the system's trust store"
     detail = "%s: device %s, %s, %s, trusting %s" % (s.certs_dir, bundle.device_id, platform.name, target.url, trust)
+    # A file of several CAs (a system bundle, a chain) stays usable while any of them is valid: judge
+    # by the one that ends last (which of them signs the server's chain, ssl does not tell before 3.13).
+    ca_ends = ca_ends[-1:]
     if ca_ends and _days_left(ca_ends[0], now) < 0:
         yield CheckResult("bundle", "fail", "%s: the CA in %s expired on %s" % (s.certs_dir, bundle.ca_file,
                                                                                _day(ca_ends[0])),

@@ -160,6 +160,31 @@ class DoctorTests(unittest.TestCase):
         self.assertEqual(twin.store.count_telemetry(DEVICE), 0)
 
 
+class CaFileTests(unittest.TestCase):
+    """A CA file may hold many CAs (a system bundle): one of them expired is no reason to fail."""
+
+    def run_doctor(self, ca_text: str):
+        twin = start_test_twin(self)
+        twin.register_device(DEVICE, KEY)
+        bundle = make_bundle(temp_dir(self) / "bundle", url=twin.url, device_id=DEVICE, api_key=KEY)
+        (bundle / "ca-chain.pem").write_text(ca_text, encoding="utf-8")
+        proc = run_cli(ENTRY, "doctor", "--certs-dir", bundle)
+        self.assertNotIn("Traceback", proc.stderr)
+        return proc
+
+    def test_an_expired_ca_beside_a_valid_one_passes(self):
+        expired = (CERTDATA / "expired-ca.pem").read_text(encoding="utf-8")
+        valid = (CERTDATA / "ca.pem").read_text(encoding="utf-8")
+        proc = self.run_doctor(expired + valid)
+        self.assertEqual(proc.returncode, 0, proc.stdout)
+        self.assertIn("no check failed", proc.stdout)
+
+    def test_a_file_of_expired_cas_only_fails_the_bundle_check(self):
+        proc = self.run_doctor((CERTDATA / "expired-ca.pem").read_text(encoding="utf-8"))
+        self.assertEqual(proc.returncode, 78, proc.stdout)
+        self.assertIn("expired on 2021-01-01", proc.stdout)
+
+
 class ExpiryTests(unittest.TestCase):
     NOW = 1893456000.0  # 2030-01-01
 

@@ -79,6 +79,23 @@ make_mtls() {
     -passout file:client-key-password.txt
   chmod 644 client-expired.* client-other-ca.* client-encrypted.key client-key-password.txt
 }
+# An expired CA only ("sh make_certs.sh expired-ca"): a CA file may hold one among valid ones (iotpost doctor).
+make_expired_ca() {
+  key expired-ca.key
+  cat > "$work/expired-ca.ext" <<EOT
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOT
+  openssl req -new -key expired-ca.key -subj "/O=iotpost TEST ONLY/CN=Expired Test CA" -out "$work/expired-ca.csr"
+  sign expired-ca expired-ca "$work/expired-ca.ext" 20200101000000Z 20210101000000Z selfsign
+  chmod 644 expired-ca.*
+}
+if [ "${1:-}" = expired-ca ]; then
+  make_expired_ca
+  echo "expired test CA regenerated in $(pwd)"
+  exit 0
+fi
 if [ "${1:-}" = mtls ]; then
   make_mtls
   echo "mTLS test certificates regenerated in $(pwd)"
@@ -95,6 +112,7 @@ leaf expired ca localhost "$LOCAL" serverAuth 20200101000000Z 20210101000000Z
 leaf other-localhost other-ca localhost "$LOCAL" serverAuth $NOT_BEFORE $NOT_AFTER
 leaf client ca "test-device-client" "DNS:test-device-client.invalid" clientAuth $NOT_BEFORE $NOT_AFTER
 make_mtls
+make_expired_ca
 
 # The sample bundle trusts exactly the test CA, so it works against the local twin out of the box.
 cp ca.pem ../../certs_credentials/ca-chain.pem
