@@ -3,7 +3,10 @@
 
 import sys
 
-from iotpost.tesaiot_cli import main
+from iotpost.startup import pause_gc
+
+pause_gc()  # until the run itself begins: start-up makes little garbage (iotpost/startup.py)
+from iotpost.tesaiot_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,6 +39,9 @@ COMMANDS: Dict[str, Command] = {
 }
 
 
+SENDERS = ("send", "tlink", "spool")  # one-off runs a cron job starts: their start-up is kept lean
+
+
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: %s COMMAND [options]   (%s COMMAND --help for its options)" % (PROG, PROG), "", "commands:"]
@@ -63,6 +66,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_safely(sys.stdout, "%s %s\n" % (PROG, __version__))
         return int(ExitStatus.OK)
     name = args[0]
+    if name in SENDERS:
+        from .startup import pause_gc
+
+        pause_gc()  # until the run itself begins (delivery.Sender.run): start-up makes little garbage
     if name not in COMMANDS:
         import difflib
 

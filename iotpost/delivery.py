@@ -125,6 +125,9 @@ class Sender:
         backlog is drained, so a backlog that cannot be sent (a rotated key, an expired
         certificate) never costs this run its own reading.
         """
+        from .startup import resume_gc
+
+        resume_gc()  # a run may last days (--period): collect garbage from the first payload on
         first_bad: Optional[InputDataError] = None
         produced = 0
         try:

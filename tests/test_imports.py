@@ -91,6 +91,21 @@ class ImportTests(unittest.TestCase):
                       "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow"):
             self.assertNotIn(heavy, loaded)
 
+    def test_the_collector_is_paused_for_start_up_and_back_for_the_run(self):
+        from tests.twin_support import make_bundle, start_test_twin, temp_dir
+
+        twin = start_test_twin(self)
+        bundle = make_bundle(temp_dir(self) / "b", twin=twin)
+        probe = ("import gc, runpy, sys; sys.argv = ['post_https_sample.py'] + sys.argv[1:]\n"
+                 "try:\n    runpy.run_path('post_https_sample.py', run_name='__main__')\n"
+                 "except SystemExit as exc:\n    print(exc.code, gc.isenabled(), gc.get_freeze_count() > 0)")
+        for args, after in ((["--count", "2", "--interval", "0"], "0 True True"),  # the run collects again
+                            (["--dry-run"], "0 False False")):  # nothing long ran: it never needed to
+            with self.subTest(args=args):
+                proc = subprocess.run([sys.executable, "-c", probe, "--certs-dir", str(bundle), "--quiet"] + args,
+                                      capture_output=True, text=True, cwd=str(PROJECT_ROOT), env=cli_env(), timeout=60)
+                self.assertEqual(proc.stdout.strip().splitlines()[-1], after, proc.stderr)
+
 
 def import_graph(package_dir) -> dict:
     """module -> the sibling modules it imports (at the top or inside a function), from the source."""
