@@ -36,14 +36,20 @@ class Environment:
         self.rand = rand or random.Random().random
 
 
+_EARLIEST: list = []  # computed once: every reading of a burst asks
+
+
 def earliest_plausible_time() -> float:
     """Midnight UTC of this release's date: no real reading it stamps can be older."""
+    if _EARLIEST:
+        return _EARLIEST[0]
     import datetime  # the payload modules import it anyway; time.strptime would pull in much more
 
     from . import RELEASE_DATE
 
     year, month, day = (int(part) for part in RELEASE_DATE.split("-"))
-    return datetime.datetime(year, month, day, tzinfo=datetime.timezone.utc).timestamp()
+    _EARLIEST.append(datetime.datetime(year, month, day, tzinfo=datetime.timezone.utc).timestamp())
+    return _EARLIEST[0]
 
 
 def reading_time(env: "Environment") -> float:

@@ -127,7 +127,8 @@ def short_message(body: bytes, limit: int = 120, redact: Callable[[str], str] = 
                 text += ", newReadings=%d" % doc["newReadings"]
     text = redact(text)
     line = text.splitlines()[0] if text else ""
-    line = "".join(ch if ch.isprintable() else " " for ch in line)
+    if not line.isprintable():  # most lines are: a burst pays this check per payload
+        line = "".join(ch if ch.isprintable() else " " for ch in line)
     return line[: limit - 3] + "..." if len(line) > limit else line
 
 

@@ -40,6 +40,8 @@ else:
 
         def __new__(cls, *args, **kwargs):
             fields = cls._fields
+            if not kwargs and len(args) == len(fields):
+                return tuple.__new__(cls, args)  # the common case, kept cheap: a burst makes four per payload
             if len(args) > len(fields):
                 raise TypeError("%s takes %d arguments, got %d" % (cls.__name__, len(fields), len(args)))
             values = list(args) + [_MISSING] * (len(fields) - len(args))

@@ -121,6 +121,34 @@ def _dns_failure(exc: socket.gaierror, target: Target) -> IotPostError:
                           "may be temporary, so it was retried" % target.names.url)
 
 
+class _OneWrite:
+    """The connection's socket, with a request's writes held until its answer is read.
+
+    http.client writes a request's head and its body separately: two TLS records (and two packets)
+    per payload. Held here, they leave in one ``sendall`` when http.client opens the response; a
+    burst of small payloads pays one record each. Everything else is the socket's own.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.wrapped = sock
+        self._held: List[bytes] = []
+
+    def sendall(self, data) -> None:
+        self._held.append(bytes(data))
+
+    def makefile(self, *args, **kwargs):
+        self.flush()
+        return self.wrapped.makefile(*args, **kwargs)
+
+    def flush(self) -> None:
+        if self._held:
+            data, self._held = b"".join(self._held), []
+            self.wrapped.sendall(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.wrapped, name)
+
+
 class Transport:
     """Sends requests to one target over a reused HTTP/1.1 connection."""
 
@@ -189,6 +217,7 @@ class Transport:
         except IotPostError:
             conn.close()
             raise
+        conn.sock = _OneWrite(conn.sock)
         return conn
 
     def _where(self) -> str:
@@ -300,7 +329,7 @@ class Transport:
         which reads the server's certificate before it sends anything."""
         if self._conn is None:
             self._conn = self._open()
-        sock = self._conn.sock
+        sock = getattr(self._conn.sock, "wrapped", self._conn.sock)
         return sock if isinstance(sock, ssl.SSLSocket) else None
 
     def close(self) -> None:

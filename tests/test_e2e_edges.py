@@ -152,5 +152,29 @@ class LocalEdgeTests(SenderTestCase):
         self.assertEqual(json.loads(proc.stdout)["pending"], 0)
 
 
+
+class OneWritePerRequest(unittest.TestCase):
+    """transport._OneWrite: a request's head and body leave together when its answer is read."""
+
+    def test_writes_are_held_until_the_answer_is_read(self):
+        import socket as _socket
+
+        from iotpost.transport import _OneWrite
+
+        ours, theirs = _socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        theirs.settimeout(0.05)
+        held = _OneWrite(ours)
+        held.sendall(b"POST / HTTP/1.1\r\n\r\n")
+        held.sendall(memoryview(b"{}"))
+        with self.assertRaises(_socket.timeout):
+            theirs.recv(100)  # nothing has left yet
+        reader = held.makefile("rb")
+        self.addCleanup(reader.close)
+        self.assertEqual(theirs.recv(100), b"POST / HTTP/1.1\r\n\r\n{}")
+        self.assertEqual(held.fileno(), ours.fileno())  # everything else is the socket's own
+
+
 if __name__ == "__main__":
     unittest.main()
