@@ -243,6 +243,7 @@ class Sender:
             else:
                 item = self.spool.claim(self.profile.name, self.env.wall(), newest=probe)
                 if item is None:
+                    self._one_by_one = 0  # nothing left unclaimed: the failed batch's payloads are settled
                     return
                 if not probe and self._one_by_one:
                     self._one_by_one -= 1
@@ -331,17 +332,19 @@ class Sender:
             why = batch_shortfall(response.body, len(items))
             if why is None:
                 return self._delivered_batch(items, seqs, outcome, "stored in a batch of %d" % len(items))
-            return self._send_alone(items, outcome, "%s: %s" % (what, why))
+            self.out.warn("%s: %s; sending its payloads one by one" % (what, why))
+            return self._send_alone(items, outcome, why)
         if status in (404, 405):
             url = self.transport.target._replace(path=self.batch_path).url
             self.out.warn("%s answered %d %s: the platform has no batch endpoint, so every payload goes in a "
                           "request of its own for the rest of this run" % (url, status, message))
             self.batch_path = None
-            return self._send_alone(items, outcome, None)
+            return self._send_alone(items, outcome, "%d %s" % (status, message))
         if status is not None and (is_payload_rejected(status) or (outcome.spent and not means_platform_down(status))):
             # A payload of the batch may be what the platform refuses or fails: find it by sending them alone.
-            return self._send_alone(items, outcome, "the platform %s %s (%d %s)" % (
+            self.out.warn("the platform %s %s (%d %s); sending its payloads one by one" % (
                 "rejected" if is_payload_rejected(status) else "failed", what, status, message))
+            return self._send_alone(items, outcome, "%d %s" % (status, message))
         self._release_batch(items, seqs, outcome)
         if error.exit_code is ExitStatus.TEMPFAIL:
             self._trouble = error
@@ -349,12 +352,10 @@ class Sender:
         else:
             self._fail(error, stop=True)
 
-    def _send_alone(self, items: list, outcome: _Outcome, why: Optional[str]) -> None:
+    def _send_alone(self, items: list, outcome: _Outcome, why: str) -> None:
         """Put a batch's payloads back to be claimed and sent one by one, oldest first, by the drain."""
-        if why is not None:
-            self.out.warn("%s; sending its payloads one by one" % why)
         response = outcome.response
-        self.spool.release_batch(items, outcome.message, outcome.attempts,
+        self.spool.release_batch(items, "in a batch: %s" % why, outcome.attempts,
                                  response.status if response is not None else None, self.env.wall())
         self._one_by_one += len(items)
 
