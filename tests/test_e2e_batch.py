@@ -79,6 +79,13 @@ class BacklogTests(BatchTestCase):
         self.assertEqual(self.single_posts(twin), [])
         self.assertEqual(len(set(self.stored_keys(twin))), 25)
 
+    def test_a_scheduled_reading_is_sent_when_due_not_held_for_a_batch(self):
+        twin = self.twin()
+        proc = self.send(self.bundle(twin), "--count", "3", "--interval", "0.05", "--batch-size", "10", "--quiet")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(len(self.single_posts(twin)), 3)  # each sent before the schedule waited
+        self.assertEqual(self.batch_posts(twin), [])
+
     def test_a_live_stdin_stream_is_sent_line_by_line_not_held_for_a_batch(self):
         twin = self.twin()
         lines = "".join(json.dumps({"temperature": 20 + n}) + "\n" for n in range(3))
