@@ -23,7 +23,7 @@ import json
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Sequence
+    from typing import Callable, Optional, Sequence
 
 MAX_BATCH = 1000  # the platform's limit per request
 
@@ -119,7 +119,3 @@ class Gatherer:
                 sleep(left)
 
         return wait
-
-
-def chunks(items: List, size: int) -> List[List]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
