@@ -65,6 +65,7 @@ class CommonSettings(Record):
     noproxy: Optional[str] = None  # --noproxy LIST
     timestamps: bool = False  # prefix human lines with the local time
     jitter: float = 0.0  # --jitter: wait a random 0..jitter seconds before the first send
+    batch_size: int = 1  # --batch-size: payloads per request to the platform's batch endpoint (1: none)
 
 
 def seconds_type(low: float, high: float, low_inclusive: bool = True):
@@ -96,6 +97,18 @@ def whole_type(low: int):
         return value
 
     return parse
+
+
+MAX_BATCH = 1000  # TESAIoT's limit per batch request (batches.MAX_BATCH; not imported on a one-off send)
+
+
+def batch_size_type(text: str) -> int:
+    """--batch-size: 1 to MAX_BATCH."""
+    value = whole_type(1)(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError("must be at most %d (the platform takes up to %d payloads per batch)"
+                                         % (MAX_BATCH, MAX_BATCH))
+    return value
 
 
 def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +153,9 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
                    help="delete the pending payload with this id (see --spool-status), then exit")
     r.add_argument("--spool-requeue", type=whole_type(1), default=None, metavar="ID",
                    help="put the dead letter with this id (see --dead-letters) back in the queue, then exit")
+    r.add_argument("--batch-size", type=batch_size_type, default=1, metavar="N",
+                   help="send the spooled backlog and bursts N payloads per request (at most %d) to the "
+                   "telemetry endpoint's /batch (TESAIoT only; default 1: one request per payload)" % MAX_BATCH)
     r.add_argument("--dead-letter-after", type=whole_type(1), default=DEFAULT_DEAD_LETTER_AFTER, metavar="RUNS",
                    help="a payload the platform fails (5xx) in this many runs in which it accepted other "
                    "payloads becomes a dead letter (default: %d)" % DEFAULT_DEAD_LETTER_AFTER)
@@ -306,6 +322,7 @@ def common_settings(ns: argparse.Namespace, environ: Optional[dict] = None) -> C
         noproxy=ns.noproxy,
         timestamps=ns.timestamps,
         jitter=ns.jitter,
+        batch_size=ns.batch_size,
     )
 
 
@@ -423,17 +440,54 @@ def human_age(seconds: float) -> str:
     return "%d d %d h" % (days, hours % 24)
 
 
-def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target, bodies: Bodies) -> int:
+def refuse_batches(platform_name: str, batch_size: int, why: str) -> None:
+    """--batch-size above 1 for a platform that documents no batch endpoint: a usage error (2), not a
+    silent one-by-one run, so the flag never seems to work where it cannot."""
+    if batch_size > 1:
+        raise UsageError("--batch-size %d: %s" % (batch_size, why),
+                         hint="leave out --batch-size (or give 1) for %s" % platform_name)
+
+
+def dry_run(reporter: Reporter, profile: Profile, creds: Credentials, target: Target,
+            make_bodies: Callable[[Environment], Bodies], env: Environment, batch_size: int = 1) -> int:
+    """Print each request a run would make; with batch_size > 1 the batch requests a burst would make."""
     code = ExitStatus.OK
     produced = 0
-    for seq, body in enumerate(bodies, 1):
+    gathered: List[Tuple[int, bytes, str]] = []
+
+    def show_batch() -> None:
+        if len(gathered) == 1:
+            seq, body, key = gathered[0]
+            headers = [("User-Agent", USER_AGENT)] + profile.headers(body, key, creds)
+            reporter.dry_run(seq, "POST", target.url, headers, body)
+        elif gathered:
+            from .batches import batch_body, batch_key, batch_path
+
+            keys = [key for _, _, key in gathered]
+            body = batch_body([b for _, b, _ in gathered], keys)
+            headers = [("User-Agent", USER_AGENT)] + profile.headers(body, batch_key(keys), creds)
+            reporter.dry_run(gathered[0][0], "POST", target._replace(path=batch_path(target.path)).url, headers, body)
+        del gathered[:]
+
+    if batch_size > 1:
+        from .batches import Gatherer
+
+        gatherer = Gatherer(batch_size, show_batch, env.monotonic)
+        # A burst's batch is shown before the schedule waits, as a real run sends it then.
+        env = Environment(stdin=env.stdin, stdout=env.stdout, stderr=env.stderr, monotonic=env.monotonic,
+                          wall=env.wall, sleep=gatherer.sleep_after_flush(env.sleep), rand=env.rand)
+    for seq, body in enumerate(make_bodies(env), 1):
         if isinstance(body, InputDataError):
             reporter.error(body.message, body.hint)
             code = ExitStatus.DATA
             continue
         produced += 1
-        headers = [("User-Agent", USER_AGENT)] + profile.headers(body, new_idempotency_key(), creds)
-        reporter.dry_run(seq, "POST", target.url, headers, body)
+        gathered.append((seq, body, new_idempotency_key()))
+        if batch_size > 1:
+            gatherer.add()
+        else:
+            show_batch()
+    show_batch()
     if not produced and code is ExitStatus.OK:  # as a real run: an input without a reading is 65
         raise InputDataError("the input held no reading, so nothing would be sent",
                              hint="check what feeds the input (a dead sensor prints nothing)")
@@ -458,15 +512,17 @@ def wait_jitter(jitter: float, reporter: Reporter, env: Environment) -> None:
 
 def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
              make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
-             ssl_context: Optional[ssl.SSLContext]) -> int:
+             ssl_context: Optional[ssl.SSLContext], gather: bool = True) -> int:
     """Open the spool and the connection, run the sender, print the summary, raise the final error.
 
-    With --dry-run: print what would be sent, on a simulated clock, and contact nothing.
+    With --dry-run: print what would be sent, on a simulated clock, and contact nothing. With
+    --batch-size above 1, ``gather``: new payloads made without a wait between them (a burst) are
+    gathered into batches; False for a live stream (stdin), whose readings go as they arrive.
     """
     if s.dry_run:
         simulated = dry_run_environment(env)
         wait_jitter(s.jitter, reporter, simulated)  # on the simulated clock: timestamps show it, nothing waits
-        return dry_run(reporter, profile, creds, target, make_bodies(simulated))
+        return dry_run(reporter, profile, creds, target, make_bodies, simulated, s.batch_size if gather else 1)
     wait_jitter(s.jitter, reporter, env)
     from .delivery import Sender
     from .transport import Transport
@@ -485,9 +541,22 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
         spool = MemorySpool()
     transport = Transport(target, ssl_context, s.timeout, cafile=ca_file, proxy=s.proxy, noproxy=s.noproxy)
     retry = RetryPolicy(total=s.retries, max_time=s.max_retry_time, backoff_base=s.retry_backoff)
-    sender = Sender(transport, profile, creds, spool, retry, reporter, env, dead_letter_after=s.dead_letter_after)
+    batch_path = None
+    if s.batch_size > 1:
+        from .batches import batch_path as batch_path_of
+
+        batch_path = batch_path_of(target.path)
+    sender = Sender(transport, profile, creds, spool, retry, reporter, env, dead_letter_after=s.dead_letter_after,
+                    batch_size=s.batch_size, batch_path=batch_path)
+    body_env = env
+    if s.batch_size > 1 and gather and not s.flush_spool:
+        from .batches import Gatherer
+
+        sender.gatherer = Gatherer(s.batch_size, sender.drain, env.monotonic)
+        body_env = Environment(stdin=env.stdin, stdout=env.stdout, stderr=env.stderr, monotonic=env.monotonic,
+                               wall=env.wall, sleep=sender.gatherer.sleep_after_flush(env.sleep), rand=env.rand)
     started = env.monotonic()
-    bodies: Optional[Bodies] = None if s.flush_spool else make_bodies(env)
+    bodies: Optional[Bodies] = None if s.flush_spool else make_bodies(body_env)
     try:
         try:
             result = sender.run(bodies, new_idempotency_key)

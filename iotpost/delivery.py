@@ -32,33 +32,36 @@ from .records import Record
 def error_for_response(status: int, reason: str, message: str, url: str, seq: int,
                        location: Optional[str] = None, auth_hint: str = "check the credentials",
                        names: SettingNames = GENERIC_NAMES,
-                       refused: str = "the platform rejected the credentials") -> IotPostError:
+                       refused: str = "the platform rejected the credentials",
+                       what: Optional[str] = None) -> IotPostError:
     """The one-line error, exit code and hint for a final non-2xx answer.
 
     ``names`` (the command's Profile.names) words the hints in that command's own flags;
-    ``refused`` and ``auth_hint`` (Profile.refusal) say what a 401 refused, in its words.
+    ``refused`` and ``auth_hint`` (Profile.refusal) say what a 401 refused, in its words;
+    ``what`` names what was sent (default "payload #seq"; a batch names its payloads).
     """
+    subject = what or "payload #%d" % seq
     code = for_http_status(status)
     plain = message in ("", reason, "%d %s" % (status, reason))  # an HTML page's title often is just that
     said = "%d %s%s" % (status, reason, "" if plain else ": " + message)
     if status == 401:
-        err = IotPostError("%s (%s), while sending payload #%d" % (refused, said, seq),
+        err = IotPostError("%s (%s), while sending %s" % (refused, said, subject),
                            hint=auth_hint)
     elif status == 403:
-        err = IotPostError("the platform refused this device (%s), while sending payload #%d" % (said, seq),
+        err = IotPostError("the platform refused this device (%s), while sending %s" % (said, subject),
                            hint=auth_hint)
     elif 300 <= status < 400:
-        err = IotPostError("%s redirects (%s) to %s, while sending payload #%d"
-                           % (url, said, location or "?", seq),
+        err = IotPostError("%s redirects (%s) to %s, while sending %s"
+                           % (url, said, location or "?", subject),
                            hint="a POST is never redirected: put the final URL in %s" % names.url)
     elif status in (404, 405):
-        err = IotPostError("%s is not a telemetry endpoint (%s), while sending payload #%d" % (url, said, seq),
+        err = IotPostError("%s is not a telemetry endpoint (%s), while sending %s" % (url, said, subject),
                            hint="check %s%s" % (names.url, " and " + names.endpoint if names.endpoint else ""))
     elif code is ExitStatus.DATA:
-        err = IotPostError("the platform rejected payload #%d (%s)" % (seq, said),
+        err = IotPostError("the platform rejected %s (%s)" % (subject, said),
                            hint="check the payload (--dry-run shows it); with --spool it is kept as a dead letter")
     else:
-        err = IotPostError("the platform failed payload #%d (%s)" % (seq, said),
+        err = IotPostError("the platform failed %s (%s)" % (subject, said),
                            hint="the platform is busy or down; retry later (--spool keeps payloads for that)")
     err.exit_code = code
     return err
@@ -80,6 +83,16 @@ class _Held(Record):
     attempts: int
 
 
+class _Outcome(Record):
+    """How one request ended: its last answer (None: none came), and whether its retries were spent."""
+
+    response: Optional[Response]
+    message: str
+    error: Optional[IotPostError]
+    attempts: int
+    spent: bool  # a retryable failure that is still failing when the retries ran out
+
+
 class Sender:
     """Owns one run's sending: spool, retries, output records and the exit code they add up to.
 
@@ -90,7 +103,7 @@ class Sender:
 
     def __init__(self, transport: Transport, profile: Profile, creds: Credentials, spool,
                  retry: RetryPolicy, reporter: Reporter, env: Environment,
-                 dead_letter_after: int = 5) -> None:
+                 dead_letter_after: int = 5, batch_size: int = 1, batch_path: Optional[str] = None) -> None:
         self.transport = transport
         self.profile = profile
         self.creds = creds
@@ -116,6 +129,12 @@ class Sender:
         self._stop = False
         self._link_down = False
         self._holds_in_a_row = 0  # payloads the platform failed since it last accepted one
+        # Batches (--batch-size above 1): the batch endpoint's path, None when not batching or when
+        # the platform turned out to have none (404/405); payloads of a failed batch still to send alone.
+        self.batch_size = batch_size
+        self.batch_path = batch_path if batch_size > 1 else None
+        self._one_by_one = 0
+        self.gatherer = None  # batches.Gatherer: new payloads of a burst wait for a full batch
 
     def run(self, bodies: Optional[Iterable[Union[bytes, InputDataError]]],
             new_key: Callable[[], str]) -> RunResult:
@@ -139,9 +158,14 @@ class Sender:
                     continue
                 produced += 1
                 self.accept(body, new_key())
-                self.drain()
+                if self.gatherer is not None:
+                    self.gatherer.add()  # drains once a batch is full (or the input is about to wait)
+                else:
+                    self.drain()
                 if self._stop:
                     break
+            if self.gatherer is not None and not self._stop:
+                self.gatherer.flush()
             if not produced:  # --flush-spool, or an input without a reading: the backlog alone
                 self.drain()
             self._settle_held()
@@ -204,61 +228,152 @@ class Sender:
         """
         self._link_down = False
         self._holds_in_a_row = 0
+        if self.gatherer is not None:
+            self.gatherer.pending = 0  # whatever was gathered goes now
         while not self._stop and not self._link_down:
             if self._holds_in_a_row >= 2:
                 self._link_down = True
                 return
-            item = self.spool.claim(self.profile.name, self.env.wall(), newest=self._holds_in_a_row == 1)
-            if item is None:
-                return
+            probe = self._holds_in_a_row == 1
+            if self.batch_path is not None and not probe and not self._one_by_one:
+                items = self.spool.claim_batch(self.profile.name, self.env.wall(), self.batch_size)
+                if not items:
+                    return
+                if len(items) > 1:
+                    self._send_batch(items)
+                    continue
+                item = items[0]  # a batch of one goes as the single send it is
+            else:
+                item = self.spool.claim(self.profile.name, self.env.wall(), newest=probe)
+                if item is None:
+                    self._one_by_one = 0  # nothing left unclaimed: the failed batch's payloads are settled
+                    return
+                if not probe and self._one_by_one:
+                    self._one_by_one -= 1
             self._send_item(item)
 
     def _send_item(self, item) -> None:
         """Attempt one payload until it is settled or its retries are spent."""
         seq = self._seq_of.setdefault(item.id, len(self._seq_of) + 1)
         headers = [("User-Agent", USER_AGENT)] + self.profile.headers(item.body, item.key, self.creds)
+        outcome = self._attempt(self.transport.target.path, headers, item.body, seq)
+        response, message, error, attempts = outcome.response, outcome.message, outcome.error, outcome.attempts
+        if not outcome.spent:
+            return self._settle(item, seq, attempts, response, message, error)
+        if response is not None and not means_platform_down(response.status):
+            return self._hold(item, seq, attempts, response, message)
+        self._settle(item, seq, attempts, response, message, error)
+        self._link_down = True  # stop draining this tick: the next payload would fail alike
+
+    def _attempt(self, path: str, headers: list, body: bytes, seq: int, what: Optional[str] = None) -> _Outcome:
+        """Send one request until it gets an answer that settles it, or its retries are spent."""
+        url = self.transport.target._replace(path=path).url
         policy = self.retry
         started = self.env.monotonic()
         attempts = 0
         while True:
             attempts += 1
-            self.out.request("POST", self.transport.target.url, headers, item.body)
+            self.out.request("POST", url, headers, body)
             try:
-                response = self.transport.send("POST", self.transport.target.path, headers, item.body)
+                response = self.transport.send("POST", path, headers, body)
             except IotPostError as exc:
                 if exc.exit_code is not ExitStatus.TEMPFAIL:  # TLS verification, bad URL: no retry helps
-                    return self._settle(item, seq, attempts, None, exc.message, exc)
+                    return _Outcome(None, exc.message, exc, attempts, False)
                 response, error, message, retry_after = None, exc, exc.message, None
             else:
                 self.out.response(response.status, response.reason, response.headers)
                 message = short_message(response.body, redact=self._redact) or response.reason
-                error = self._error_for(response, message, seq)
+                error = self._error_for(response, message, seq, url, what)
                 if error is None or not is_retryable_status(response.status):
-                    return self._settle(item, seq, attempts, response, message, error)
+                    return _Outcome(response, message, error, attempts, False)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
                 if retry_after is None and response.status == 429:
                     retry_after = retry_after_in_body(response.body)  # IoTFlow: in the body, no header
             delay = policy.next_delay(self.env.monotonic() - started, retry_after, self.env.rand)
             if delay is None:
-                if response is not None and not means_platform_down(response.status):
-                    return self._hold(item, seq, attempts, response, message)
-                self._settle(item, seq, attempts, response, message, error)
-                self._link_down = True  # stop draining this tick: the next payload would fail alike
-                return
+                return _Outcome(response, message, error, attempts, True)
             self.retries += 1
             why = message if response is None else "%d %s" % (response.status, message)
+            if what is not None:
+                why = "%s: %s" % (what, why)
             self.out.retrying(seq, why, delay, attempts + 1, attempts + policy.total)
             self.env.sleep(delay)
             policy = policy.increment()
 
-    def _error_for(self, response: Response, message: str, seq: int) -> Optional[IotPostError]:
+    def _error_for(self, response: Response, message: str, seq: int, url: Optional[str] = None,
+                   what: Optional[str] = None) -> Optional[IotPostError]:
         if 200 <= response.status < 300:
             return None
         refused, hint = self.profile.refusal(self.creds)
         if response.status != 401:
             hint = self.profile.auth_hint  # a 403 refuses the device, not a missing signature
-        return error_for_response(response.status, response.reason, message, self.transport.target.url, seq,
-                                  response.headers.get("location"), hint, self.profile.names, refused)
+        return error_for_response(response.status, response.reason, message, url or self.transport.target.url,
+                                  seq, response.headers.get("location"), hint, self.profile.names, refused, what)
+
+    # -- batches (--batch-size) ------------------------------------------------------------------
+
+    def _send_batch(self, items: list) -> None:
+        """Send claimed payloads in one request to the batch endpoint; settle them all by its answer.
+
+        Stored (results.failed 0): every payload leaves the spool. Credentials (77), configuration
+        (78) and an outage (75) concern every payload alike: all are put back, as one payload would
+        be. Anything else that leaves some payload in doubt (failures the answer does not name, a
+        refused or failed batch, no batch endpoint) puts them back to be sent one by one, where
+        each meets the usual rules (dead letters, holds); their own idempotency keys make that safe.
+        """
+        from .batches import batch_body, batch_key, batch_shortfall
+
+        seqs = [self._seq_of.setdefault(item.id, len(self._seq_of) + 1) for item in items]
+        what = "a batch of %d payloads (#%d-#%d)" % (len(items), min(seqs), max(seqs))
+        keys = [item.key for item in items]
+        body = batch_body([item.body for item in items], keys)
+        headers = [("User-Agent", USER_AGENT)] + self.profile.headers(body, batch_key(keys), self.creds)
+        outcome = self._attempt(self.batch_path, headers, body, seqs[0], what)
+        response, message, error = outcome.response, outcome.message, outcome.error
+        status = response.status if response is not None else None
+        if error is None:
+            why = batch_shortfall(response.body, len(items))
+            if why is None:
+                return self._delivered_batch(items, seqs, outcome, "stored in a batch of %d" % len(items))
+            self.out.warn("%s: %s; sending its payloads one by one" % (what, why))
+            return self._send_alone(items, outcome, why)
+        if status in (404, 405):
+            url = self.transport.target._replace(path=self.batch_path).url
+            self.out.warn("%s answered %d %s: the platform has no batch endpoint, so every payload goes in a "
+                          "request of its own for the rest of this run" % (url, status, message))
+            self.batch_path = None
+            return self._send_alone(items, outcome, "%d %s" % (status, message))
+        if status is not None and (is_payload_rejected(status) or (outcome.spent and not means_platform_down(status))):
+            # A payload of the batch may be what the platform refuses or fails: find it by sending them alone.
+            self.out.warn("the platform %s %s (%d %s); sending its payloads one by one" % (
+                "rejected" if is_payload_rejected(status) else "failed", what, status, message))
+            return self._send_alone(items, outcome, "%d %s" % (status, message))
+        self._release_batch(items, seqs, outcome)
+        if error.exit_code is ExitStatus.TEMPFAIL:
+            self._trouble = error
+            self._link_down = True  # an outage: the next batch would fail alike
+        else:
+            self._fail(error, stop=True)
+
+    def _send_alone(self, items: list, outcome: _Outcome, why: str) -> None:
+        """Put a batch's payloads back to be claimed and sent one by one, oldest first, by the drain."""
+        response = outcome.response
+        self.spool.release_batch(items, "in a batch: %s" % why, outcome.attempts,
+                                 response.status if response is not None else None, self.env.wall())
+        self._one_by_one += len(items)
+
+    def _delivered_batch(self, items: list, seqs: List[int], outcome: _Outcome, message: str) -> None:
+        self.spool.ack_batch(items, self.env.wall())  # the spool first, in one transaction
+        for item, seq in zip(items, seqs):
+            self._count_delivered(item)
+            self._finish(item, seq, outcome.attempts, outcome.response, message, ok=True)
+
+    def _release_batch(self, items: list, seqs: List[int], outcome: _Outcome) -> None:
+        response = outcome.response
+        self.spool.release_batch(items, outcome.message, outcome.attempts,
+                                 response.status if response is not None else None, self.env.wall())
+        for item, seq in zip(items, seqs):
+            self._finish(item, seq, outcome.attempts, response, outcome.message, ok=False)
 
     def _settle(self, item, seq: int, attempts: int, response: Optional[Response], message: str,
                 error: Optional[IotPostError]) -> None:
@@ -269,12 +384,7 @@ class Sender:
         now = self.env.wall()
         if error is None:
             self.spool.ack(item, now)
-            self.delivered += 1
-            self._holds_in_a_row = 0
-            if item.id not in self._new_ids:
-                self.backlog_delivered += 1
-                if self.backlog_oldest is None or item.created < self.backlog_oldest:
-                    self.backlog_oldest = item.created
+            self._count_delivered(item)
         elif response is not None and is_payload_rejected(response.status):
             self.spool.dead_letter(item, response.status, message, now)
             self.rejected += 1
@@ -289,6 +399,14 @@ class Sender:
             # A rejected payload is a dead letter now: the next one may be fine. Anything else
             # (credentials 77, configuration 78) fails every payload alike, so it ends the run.
             self._fail(error, stop=error.exit_code is not ExitStatus.DATA)
+
+    def _count_delivered(self, item) -> None:
+        self.delivered += 1
+        self._holds_in_a_row = 0
+        if item.id not in self._new_ids:
+            self.backlog_delivered += 1
+            if self.backlog_oldest is None or item.created < self.backlog_oldest:
+                self.backlog_oldest = item.created
 
     def _hold(self, item, seq: int, attempts: int, response: Response, message: str) -> None:
         """The platform answered but failed this payload: keep its claim, move on to the next one.

@@ -70,6 +70,15 @@ class MemorySpool:
         if now is not None:
             self.last_success_at = now
 
+    def ack_batch(self, items: List[SpoolItem], now: Optional[float] = None) -> None:
+        for item in items:
+            self.ack(item, now)
+
+    def release_batch(self, items: List[SpoolItem], error: str = "", attempts: int = 0,
+                      status: Optional[int] = None, now: Optional[float] = None) -> None:
+        for item in items:
+            self.release(item, error, attempts, status, now)
+
     def release(self, item: SpoolItem, error: str = "", attempts: int = 0, status: Optional[int] = None,
                 now: Optional[float] = None) -> None:
         self._claimed.discard(item.id)

@@ -221,6 +221,11 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     if s.check:
         return _check(s, reporter, secrets, env)
     platform = choose_platform(s)
+    if not platform.batches:
+        from .cli_common import refuse_batches
+
+        refuse_batches(platform.name, c.batch_size, "%s documents no batch endpoint (only TESAIoT's telemetry "
+                       "has one), so every payload is a request of its own" % platform.name)
     profile = platform.profile
     bundle = load_bundle(s.certs_dir, device_id=s.device_id, base_url=s.base_url, ca_file=s.ca_file,
                          client_cert=s.tls.client_cert, client_key=s.tls.client_key,
@@ -240,7 +245,9 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     ctx = make_ssl_context(bundle.ca_file, s.tls, bundle.client_cert, bundle.client_key, reporter, secrets)
     make_bodies = body_source(s, bundle.device_id, platform, reporter.warn)
     creds = Credentials(api_key=bundle.api_key)
-    return send_all(c, profile, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx)
+    # A live stream (stdin) sends each reading as it arrives: only the backlog goes in batches then.
+    return send_all(c, profile, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx,
+                    gather=s.data_file != "-")
 
 
 def _check(s: TesaSettings, reporter, secrets: List[str], env: Environment) -> int:

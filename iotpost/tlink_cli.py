@@ -22,8 +22,8 @@ from . import __version__
 from .argparser import ArgumentParser
 from .bundle import CA_FILE, default_certs_dir, key_permission_warning, read_secret_file
 from .cli_common import (CommonSettings, TLSSettings, add_sending_arguments, add_tls_arguments, common_settings,
-                         is_spool_command, make_reporter, make_ssl_context, refuse_tls_flags_over_http, send_all,
-                         spool_report, tls_settings)
+                         is_spool_command, make_reporter, make_ssl_context, refuse_batches, refuse_tls_flags_over_http,
+                         send_all, spool_report, tls_settings)
 from .cli_run import run
 from .console import protect_std_streams
 from .environment import Environment
@@ -180,6 +180,8 @@ def settings_from_args(argv: List[str], environ: Optional[dict] = None, prog: st
     env = os.environ if environ is None else environ
     ns = build_parser(prog).parse_args(argv)
     common = common_settings(ns, env)
+    refuse_batches("TLINK", common.batch_size, "a TLINK webhook takes one push per request (no batch endpoint "
+                   "is documented)")
     if (ns.replay or ns.data_file) and common.flush_spool:
         raise UsageError("--flush-spool sends only what is spooled; it takes no --replay/--data-file")
     ca = ns.ca_file if ns.ca_file is not None else default_certs_dir(SCRIPT_DIR, env) / CA_FILE

@@ -67,6 +67,18 @@ class SpoolContract(TempDirMixin):
         self.spool.release(first[1])
         self.assertEqual([i.key for i in self.spool.claim_batch(P, 2000.0, 3)], ["key-1"])
 
+    def test_a_batch_is_acked_or_released_together(self) -> None:
+        for n in range(5):
+            self.put(n)
+        batch = self.spool.claim_batch(P, 2000.0, 5)
+        self.spool.release_batch(batch[3:], "in a batch: 500", 2, 500, 2001.0)
+        self.spool.ack_batch(batch[:3], 2002.0)
+        self.assertEqual(self.spool.pending(), 2)
+        self.assertEqual(self.spool.delivered_total if isinstance(self.spool, MemorySpool)
+                         else self.spool.status(2003.0)["delivered_total"], 3)
+        again = self.spool.claim_batch(P, 2003.0, 5)
+        self.assertEqual([(i.key, i.attempts) for i in again], [("key-3", 2), ("key-4", 2)])
+
     def test_claimed_item_keeps_body_and_key(self) -> None:
         put = self.put(7)
         got = self.spool.claim(P, 2000.0)

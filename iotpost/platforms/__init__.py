@@ -43,6 +43,7 @@ class Platform(Record):
     readback_rules: Any = None  # smoke.ReadbackRules: what the platform documents it changes on the way
     stamp: Callable[[float], str] = iso_utc  # epoch seconds -> the timestamp a generated reading carries
     unique_times: bool = False  # the platform keeps one reading per device and timestamp (warn on a repeat)
+    batches: bool = False  # documents {endpoint}/batch (--batch-size above 1 is refused for the others)
 
 
 def load(name: str) -> Platform:

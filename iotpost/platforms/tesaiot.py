@@ -23,6 +23,7 @@ PLATFORM = Platform(
     make_body=make_body,
     parse_device_id=parse_device_id,
     takes_metadata=False,
+    batches=True,  # POST /api/v1/telemetry/batch, {"telemetry": [...]} (PROTOCOLS.md)
     # No documented health check or device read API (the twin's /health and /api/v1/telemetry/{id}
     # reads are test aids only).
 )

@@ -1,4 +1,4 @@
-"""The TESAIoT device-facing contract: telemetry POST, latest and history reads, health.
+"""The TESAIoT device-facing contract: telemetry POST (one, or a batch), latest and history reads, health.
 
 Usage: ``reply = post_telemetry(ApiRequest(store, {"Content-Type": "application/json", "X-API-KEY": key}, body))``
 
@@ -10,7 +10,10 @@ Idempotency-Key) because a sender's exit code depends on which rejection comes f
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Optional
+import json
+import threading
+import weakref
+from typing import List, NamedTuple, Optional
 
 from .. import __version__
 from .api_request import (
@@ -25,9 +28,10 @@ from .api_request import (
 )
 from .replies import INVALID_API_KEY, Json, Reply, error_reply, validation_error
 from .clock import parse_iso8601, parse_start_time
-from .store import IdempotencyKeyReused
+from .store import IdempotencyKeyReused, TelemetryStore
 
 MAX_IDEMPOTENCY_KEY = 255
+MAX_BATCH = 1000  # payloads per POST /api/v1/telemetry/batch (PROTOCOLS.md)
 
 
 def validate_telemetry(payload: Json) -> Optional[str]:
@@ -97,6 +101,151 @@ def post_telemetry(request: ApiRequest) -> Reply:
     return Reply(200, result.response, {"Idempotent-Replayed": "true"} if result.replayed else {})
 
 
+class BatchFaults(NamedTuple):
+    """Test aids the real platform does not have, for the batch endpoint only (0/False: off).
+
+    ``fail_every`` N: the Nth, 2Nth... payload of every batch (by position, so a replayed batch
+    fails the same ones) is answered failed and not stored, and the answer does not say which;
+    ``absent``: the endpoint answers 404, as on a platform without batches.
+    """
+
+    fail_every: int = 0
+    absent: bool = False
+
+
+_BATCH_FAULTS: "weakref.WeakKeyDictionary[TelemetryStore, BatchFaults]" = weakref.WeakKeyDictionary()
+_BATCH_FAULTS_LOCK = threading.Lock()
+
+
+def set_batch_faults(store: TelemetryStore, faults: BatchFaults) -> None:
+    """Make this store's twin fail batch payloads, or lack the batch endpoint, from now on (see BatchFaults)."""
+    with _BATCH_FAULTS_LOCK:
+        _BATCH_FAULTS[store] = faults
+
+
+def _batch_faults(store: TelemetryStore) -> BatchFaults:
+    with _BATCH_FAULTS_LOCK:
+        return _BATCH_FAULTS.get(store, BatchFaults())
+
+
+def post_telemetry_batch(request: ApiRequest) -> Reply:
+    """POST /api/v1/telemetry/batch: ``{"telemetry": [payload, ...]}``, each payload checked and stored alone.
+
+    The answer is the documented ``{"success": true, "results": {"total", "successful", "failed",
+    "errors", "telemetry_ids"}}``; ``errors`` are messages that do not say which payload failed, as
+    the contract does not. A payload is de-duplicated like a single send, under its own key: item
+    i's key from the body's ``"idempotency_keys"`` (what our senders add, so a payload sent again
+    alone is recognised), else ``<batch Idempotency-Key>:i`` (a replayed batch stores nothing
+    twice), else none. Its fingerprint is its own bytes within the body: the body a single send
+    of it carries.
+    """
+    store, headers, body = request.store, request.headers, request.body
+    faults = _batch_faults(store)
+    if faults.absent:
+        return error_reply(404, "Not found", "NOT_FOUND")  # as routes.dispatch answers an unknown path
+    if media_type(headers.get("Content-Type")) != "application/json":
+        return error_reply(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
+    key = headers.get("X-API-KEY")
+    device = store.authenticate(key)
+    if device is None and (key or not request.client_cert):
+        return Reply(401, dict(INVALID_API_KEY))
+    try:
+        doc = parse_json_body(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return error_reply(400, "Invalid JSON data", "INVALID_JSON")
+    items = doc.get("telemetry")
+    if not isinstance(items, list) or not items:
+        return validation_error("telemetry must be a non-empty list of payloads")
+    if len(items) > MAX_BATCH:
+        return validation_error("telemetry holds %d payloads; at most %d per batch" % (len(items), MAX_BATCH))
+    batch_key = (headers.get("Idempotency-Key") or "").strip() or None
+    if batch_key is not None and len(batch_key) > MAX_IDEMPOTENCY_KEY:
+        return validation_error("Idempotency-Key must be at most %d characters" % MAX_IDEMPOTENCY_KEY)
+    keys = doc.get("idempotency_keys")
+    if keys is not None and not (isinstance(keys, list) and len(keys) == len(items) and all(
+            isinstance(k, str) and 0 < len(k) <= MAX_IDEMPOTENCY_KEY for k in keys)):
+        return validation_error("idempotency_keys must list one key (1 to %d characters) per payload"
+                                % MAX_IDEMPOTENCY_KEY)
+    raw = _telemetry_item_bytes(body)
+    if raw is not None and len(raw) != len(items):
+        raw = None  # cannot happen for a body json.loads read; then fingerprint the payloads as the store does
+    errors: List[str] = []
+    ids: List[str] = []
+    replays = 0
+    for i, item in enumerate(items):
+        problem = validate_telemetry(item) if isinstance(item, dict) else "payload must be an object"
+        if problem is not None:
+            errors.append(problem)
+            continue
+        owner = device
+        if owner is None:  # mTLS without a key, as in post_telemetry: the payload's registered device
+            owner = item["device_id"] if store.is_registered(item["device_id"]) else None
+        if item["device_id"] != owner:
+            errors.append("Device identity mismatch")
+            continue
+        if faults.fail_every and (i + 1) % faults.fail_every == 0:
+            errors.append("Failed to process telemetry data")
+            continue
+        item_key = keys[i] if keys is not None else ("%s:%d" % (batch_key, i) if batch_key else None)
+        try:
+            result = store.store_telemetry(owner, item["data"], timestamp=item.get("timestamp"),
+                                           raw_body=raw[i] if raw is not None else None, idempotency_key=item_key)
+        except IdempotencyKeyReused:
+            errors.append("Idempotency-Key reused with a different payload")
+            continue
+        ids.append(result.response["telemetry_id"])
+        replays += result.replayed
+    results = {"total": len(items), "successful": len(ids), "failed": len(errors), "errors": errors,
+               "telemetry_ids": ids}
+    replayed = {"Idempotent-Replayed": "true"} if ids and replays == len(ids) else {}
+    return Reply(200, {"success": True, "results": results}, replayed)
+
+
+_JSON_SPACE = " \t\n\r"
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _JSON_SPACE:
+        i += 1
+    return i
+
+
+def _telemetry_item_bytes(body: bytes) -> Optional[List[bytes]]:
+    """Each element of the top-level ``"telemetry"`` list as the exact bytes it was sent as.
+
+    ``body`` already parsed as JSON; this walks it again with ``raw_decode`` to find where each
+    element starts and ends (the last ``"telemetry"`` key wins, as in ``json.loads``). None if the
+    walk finds no list there.
+    """
+    text = body.decode("utf-8")
+    decoder = json.JSONDecoder()
+    found: Optional[List[bytes]] = None
+    i = _skip_space(text, 0)
+    if text[i:i + 1] != "{":
+        return None
+    i = _skip_space(text, i + 1)
+    while i < len(text) and text[i] != "}":
+        name, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, _skip_space(text, i) + 1)  # past the colon
+        if name == "telemetry" and text[i] == "[":
+            found, i = [], _skip_space(text, i + 1)
+            while text[i] != "]":
+                _, end = decoder.raw_decode(text, i)
+                found.append(text[i:end].encode("utf-8"))
+                i = _skip_space(text, end)
+                if text[i] == ",":
+                    i = _skip_space(text, i + 1)
+            i += 1
+        else:
+            _, i = decoder.raw_decode(text, i)
+        i = _skip_space(text, i)
+        if text[i:i + 1] == ",":
+            i = _skip_space(text, i + 1)
+    return found
+
+
 def _deny_reader(request: ApiRequest, device_id: str) -> Optional[Reply]:
     """401/403 unless the caller's key belongs to ``device_id``: a device reads only its own data."""
     device = request.store.authenticate(request.headers.get("X-API-KEY"))
@@ -141,6 +290,7 @@ _SEGMENT = r"([^/]+)"
 ROUTES = [
     route("/health", GET=get_health),
     route("/api/v1/telemetry", POST=post_telemetry),
+    route("/api/v1/telemetry/batch", POST=post_telemetry_batch),  # before the reads: "batch" is no device
     route("/api/v1/telemetry/%s/latest" % _SEGMENT, GET=get_latest),
     route("/api/v1/telemetry/%s" % _SEGMENT, GET=get_history),
 ]
