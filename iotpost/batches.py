@@ -54,7 +54,7 @@ def batch_body(bodies: Sequence[bytes], keys: Sequence[str]) -> bytes:
             + json.dumps(list(keys)).encode("ascii") + b"}")
 
 
-def batch_shortfall(answer: bytes, count: int) -> Optional[str]:
+def batch_shortfall(answer: bytes, count: int, redact: Callable[[str], str] = lambda text: text) -> Optional[str]:
     """Why a 2xx batch answer does not show every one of ``count`` payloads stored, or None if it does.
 
     Only ``results.failed == 0`` with ``successful == count`` counts as stored: anything else (an
@@ -63,7 +63,7 @@ def batch_shortfall(answer: bytes, count: int) -> Optional[str]:
     """
     try:
         doc = json.loads(answer.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return "the answer is not JSON"
     results = doc.get("results") if isinstance(doc, dict) else None
     if not isinstance(results, dict):
@@ -71,12 +71,20 @@ def batch_shortfall(answer: bytes, count: int) -> Optional[str]:
     failed, successful = results.get("failed"), results.get("successful")
     if not _count(failed) or not _count(successful):
         return "the answer's results have no counts"
+    ids, total = results.get("telemetry_ids"), results.get("total")
+    if ids is not None and (not isinstance(ids, list) or len(ids) != successful):
+        return "the answer's telemetry_ids do not match its count of stored payloads"
+    if total is not None and total != count:
+        return "the answer counts %r payloads where %d were sent" % (total, count)
     if failed == 0 and successful == count and doc.get("success") is not False:
         return None
     errors = results.get("errors")
     first = ""
     if isinstance(errors, list) and errors:
-        first = "; first error: %s" % (errors[0] if isinstance(errors[0], str) else json.dumps(errors[0]))[:120]
+        said = errors[0] if isinstance(errors[0], str) else json.dumps(errors[0])
+        said = redact(said)  # before it is cut: a secret cut in half could not be recognised any more
+        said = "".join(ch if ch.isprintable() else " " for ch in said)
+        first = "; first error: %s" % (said[:117] + "..." if len(said) > 120 else said)
     if failed:
         return "%d of %d payloads failed and the answer does not say which%s" % (failed, count, first)
     return "%d of %d payloads reported stored%s" % (successful, count, first)
@@ -94,11 +102,13 @@ class Gatherer:
     schedule, and the time the flush took comes off the wait (the schedule does not drift).
     """
 
-    def __init__(self, size: int, flush: Callable[[], None], monotonic: Callable[[], float]) -> None:
+    def __init__(self, size: int, flush: Callable[[], None], monotonic: Callable[[], float],
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self.size = size
         self.pending = 0
         self._flush = flush
         self._monotonic = monotonic
+        self._stopped = stopped  # the run must end (credentials, configuration): no more waiting
 
     def add(self) -> None:
         self.pending += 1
@@ -114,6 +124,8 @@ class Gatherer:
         def wait(seconds: float) -> None:
             until = self._monotonic() + seconds
             self.flush()
+            if self._stopped():
+                return  # the flush ended the run: the schedule's wait would only delay the exit
             left = until - self._monotonic()
             if left > 0:
                 sleep(left)

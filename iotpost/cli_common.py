@@ -552,7 +552,7 @@ def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Ta
     if s.batch_size > 1 and gather and not s.flush_spool:
         from .batches import Gatherer
 
-        sender.gatherer = Gatherer(s.batch_size, sender.drain, env.monotonic)
+        sender.gatherer = Gatherer(s.batch_size, sender.drain, env.monotonic, stopped=lambda: sender.stopped)
         body_env = Environment(stdin=env.stdin, stdout=env.stdout, stderr=env.stderr, monotonic=env.monotonic,
                                wall=env.wall, sleep=sender.gatherer.sleep_after_flush(env.sleep), rand=env.rand)
     started = env.monotonic()

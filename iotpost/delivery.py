@@ -151,6 +151,8 @@ class Sender:
         produced = 0
         try:
             for body in bodies if bodies is not None else ():
+                if self._stop:
+                    break  # a batch sent while the source waited ended the run: nothing more is accepted
                 if isinstance(body, InputDataError):
                     self.input_errors += 1
                     first_bad = first_bad or body
@@ -312,6 +314,11 @@ class Sender:
 
     # -- batches (--batch-size) ------------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        """The run must end (credentials, configuration): nothing more is accepted or waited for."""
+        return self._stop
+
     def _send_batch(self, items: list) -> None:
         """Send claimed payloads in one request to the batch endpoint; settle them all by its answer.
 
@@ -332,15 +339,16 @@ class Sender:
         response, message, error = outcome.response, outcome.message, outcome.error
         status = response.status if response is not None else None
         if error is None:
-            why = batch_shortfall(response.body, len(items))
+            why = batch_shortfall(response.body, len(items), self._redact)
             if why is None:
                 return self._delivered_batch(items, seqs, outcome, "stored in a batch of %d" % len(items))
             self.out.warn("%s: %s; sending its payloads one by one" % (what, why))
             return self._send_alone(items, outcome, why)
-        if status in (404, 405):
+        if status in (404, 405, 413):
             url = self.transport.target._replace(path=self.batch_path).url
-            self.out.warn("%s answered %d %s: the platform has no batch endpoint, so every payload goes in a "
-                          "request of its own for the rest of this run" % (url, status, message))
+            why = "a batch this large is refused" if status == 413 else "the platform has no batch endpoint"
+            self.out.warn("%s answered %d %s: %s, so every payload goes in a request of its own for the rest of "
+                          "this run" % (url, status, message, why))
             self.batch_path = None
             return self._send_alone(items, outcome, "%d %s" % (status, message))
         if status is not None and (is_payload_rejected(status) or (outcome.spent and not means_platform_down(status))):

@@ -162,7 +162,7 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
     lines: Optional[List[DataItem]] = None
     if s.data is not None:
         fixed = parse_data_arg(s.data)
-    elif s.data_file is not None and s.data_file != "-":
+    elif s.data_file is not None and not is_stream(s.data_file):
         items, single = load_data_file(s.data_file)
         if single:
             fixed = items[0]
@@ -181,10 +181,18 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
         return encode(platform.make_body(device_id, item.data, s.metadata, stamp))
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
-        if s.data_file == "-":
+        if s.data_file is not None and is_stream(s.data_file):
             # Bytes, decoded line by line: one line of bad bytes must not end the stream.
-            for item in read_json_lines(getattr(env.stdin, "buffer", env.stdin), "<stdin>"):
-                yield item if isinstance(item, InputDataError) else _payload(device_id, item, env)
+            if s.data_file == "-":
+                stream, name = getattr(env.stdin, "buffer", env.stdin), "<stdin>"
+            else:
+                stream, name = open_stream(s.data_file), s.data_file
+            try:
+                for item in read_json_lines(stream, name):
+                    yield item if isinstance(item, InputDataError) else _payload(device_id, item, env)
+            finally:
+                if stream is not getattr(env.stdin, "buffer", env.stdin):
+                    stream.close()
             return
         if lines is not None:
             for item in lines:
@@ -196,6 +204,19 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
             yield _payload(device_id, item, env)
 
     return make
+
+
+def is_stream(path: str) -> bool:
+    """``-``, or a file that is not a regular one (a pipe, a FIFO, /dev/stdin): read line by line as it
+    arrives, each reading sent at once, instead of whole before the first send."""
+    return path == "-" or (os.path.exists(path) and not os.path.isfile(path))
+
+
+def open_stream(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputDataError("cannot read %s (%s)" % (path, exc.strerror or exc)) from None
 
 
 def choose_platform(s: TesaSettings) -> Platform:
@@ -245,9 +266,10 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     ctx = make_ssl_context(bundle.ca_file, s.tls, bundle.client_cert, bundle.client_key, reporter, secrets)
     make_bodies = body_source(s, bundle.device_id, platform, reporter.warn)
     creds = Credentials(api_key=bundle.api_key)
-    # A live stream (stdin) sends each reading as it arrives: only the backlog goes in batches then.
+    # A live stream (stdin, a pipe or FIFO named as a file) sends each reading as it arrives: only the
+    # backlog goes in batches then. Generated readings and a regular file's lines may wait for a batch.
     return send_all(c, profile, creds, target, bundle.ca_file, make_bodies, reporter, env, ctx,
-                    gather=s.data_file != "-")
+                    gather=s.data_file is None or not is_stream(s.data_file))
 
 
 def _check(s: TesaSettings, reporter, secrets: List[str], env: Environment) -> int:

@@ -9,7 +9,10 @@ from iotpost.batches import Gatherer, batch_body, batch_key, batch_path, batch_s
 
 
 def answer(**results) -> bytes:
-    return json.dumps({"success": True, "results": dict({"errors": [], "telemetry_ids": []}, **results)}).encode()
+    """A batch answer; telemetry_ids holds one id per stored payload unless given."""
+    stored = results.get("successful")
+    ids = ["t%d" % n for n in range(stored)] if isinstance(stored, int) and not isinstance(stored, bool) else []
+    return json.dumps({"success": True, "results": dict({"errors": [], "telemetry_ids": ids}, **results)}).encode()
 
 
 class BatchRequestTest(unittest.TestCase):
@@ -37,14 +40,32 @@ class BatchAnswerTest(unittest.TestCase):
         for body in (answer(total=3, successful=2, failed=1), answer(total=3, successful=2, failed=0),
                      json.dumps({"success": False, "results": {"successful": 3, "failed": 0}}).encode(),
                      json.dumps({"success": True, "telemetry_id": "x"}).encode(), b"<html>", b"[]",
-                     answer(successful="3", failed=0), answer(successful=3, failed=True)):
+                     answer(successful="3", failed=0), answer(successful=3, failed=True),
+                     # counts that look right, ids or total that do not (found by a reviewer)
+                     answer(total=3, successful=3, failed=0, telemetry_ids=[]),
+                     answer(total=9, successful=3, failed=0), b"[" * 200000):
             with self.subTest(body=body):
                 self.assertIsNotNone(batch_shortfall(body, 3))
         why = batch_shortfall(answer(total=3, successful=2, failed=1, errors=["bad data"]), 3)
         self.assertEqual(why, "1 of 3 payloads failed and the answer does not say which; first error: bad data")
+        # the platform's text is redacted before it is cut, and shown without control characters
+        secret = "tesa_ak_" + "S" * 200
+        why = batch_shortfall(answer(total=3, successful=2, failed=1, errors=["key %s\x1b[2J\nx" % secret]), 3,
+                              redact=lambda text: text.replace(secret, "[REDACTED]"))
+        self.assertIn("key [REDACTED]", why)
+        self.assertNotIn("SSSS", why)
+        self.assertTrue(why.isprintable())
 
 
 class GathererTest(unittest.TestCase):
+    def test_a_flush_that_ended_the_run_does_not_wait_for_the_schedule(self):
+        stopped = []
+        gatherer = Gatherer(5, lambda: stopped.append(True), lambda: 0.0, stopped=lambda: bool(stopped))
+        slept = []
+        gatherer.add()
+        gatherer.sleep_after_flush(slept.append)(600.0)
+        self.assertEqual((stopped, slept), ([True], []))
+
     def test_a_full_batch_or_a_wait_sends_what_was_gathered_without_drift(self):
         now = [0.0]
         sent = []

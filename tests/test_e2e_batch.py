@@ -15,7 +15,7 @@ from iotpost.payloads import encode, iso_utc, make_payload
 from iotpost.receiver.faults import FaultPlan
 from iotpost.receiver.tesaiot_api import BatchFaults, set_batch_faults
 from iotpost.spool import SqliteSpool
-from tests.support import TLINK, run_cli
+from tests.support import SENDER, TLINK, run_cli
 from tests.test_e2e_reliability import keys_in_spool, posts
 from tests.test_e2e_sender import DEVICE, SenderTestCase
 
@@ -211,3 +211,46 @@ class DryRunAndUsageTests(BatchTestCase):
         self.assertIn("at most 1000", proc.stderr)
         proc = run_cli(TLINK, "--batch-size", "1", "--dry-run")  # the default, said out loud, is fine
         self.assertEqual(proc.returncode, 0, proc.stderr)
+
+
+class ReviewFindings(BatchTestCase):
+    """Found by a second reader of the batch change: each test failed before its fix."""
+
+    def test_a_batch_that_ends_the_run_does_not_wait_for_the_schedule_or_accept_more(self):
+        twin = self.twin()
+        spool = self.tmp / "spool.sqlite3"
+        started = time.monotonic()
+        proc = self.send(self.bundle(twin, api_key="tesa_ak_wrong_key_0000000000000"), "--spool", spool,
+                         "--count", "3", "--interval", "30", "--batch-size", "5")
+        self.assertEqual(proc.returncode, 77, proc.stderr)
+        self.assertLess(time.monotonic() - started, 25)  # a bound on a hang, not a speed requirement
+        self.assertEqual(len(keys_in_spool(spool)), 1)  # the one reading taken before the refusal, as at size 1
+
+    def test_a_live_stream_named_as_a_file_goes_as_it_arrives(self):
+        import subprocess
+
+        from tests.support import start_cli
+        from tests.twin_support import wait_until
+
+        twin = self.twin()
+        proc = start_cli(SENDER, "--certs-dir", self.bundle(twin), "--data-file", "/dev/stdin",
+                         "--batch-size", "10", stdin=subprocess.PIPE)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        proc.stdin.write('{"temperature": 21.5}\n')
+        proc.stdin.flush()
+        arrived = wait_until(lambda: twin.store.count_telemetry() == 1, timeout=10)
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+        self.assertTrue(arrived, "the reading waited for a batch that a stream never fills")
+
+    def test_413_on_a_batch_sends_one_by_one_for_the_rest_of_the_run(self):
+        twin = self.twin(max_body=1500)  # a few payloads fit, a batch of 20 does not
+        spool = self.tmp / "spool.sqlite3"
+        keys = spool_backlog(spool, 30)
+        proc = self.send(self.bundle(twin), "--flush-spool", "--spool", spool, "--batch-size", "20")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stderr.count("a batch this large is refused"), 1, proc.stderr)
+        self.assertEqual(len(self.batch_posts(twin)), 1)
+        self.assertEqual(sorted(self.stored_keys(twin)), sorted(keys))
