@@ -12,7 +12,8 @@ test CA, one thread per connection) and POSTs telemetry, each with its own Idemp
   twin-mem    the twin (start_twin) on an in-memory database
   twin-file   the twin on a file database in a temp dir (WAL): the durable one
 
-Reported per server and connection count: median requests/s over rounds, the ratio to noop, and the
+Reported per server and connection count: median requests/s over rounds, the ratio to noop, the
+server's CPU (user+sys seconds per second of load; about 1.0 is one core, the GIL's ceiling) and the
 load generator's own CPU (user+sys seconds of its children per second of load, from
 resource.getrusage): near the machine's core count it is the load generator, not the server, that
 limits.
@@ -68,6 +69,7 @@ class Load(NamedTuple):
     seconds: float
     cpu: float
     errors: int
+    server_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -99,7 +101,9 @@ def serve(kind: str, db_dir: Optional[str]) -> None:
                           keep_requests=100, max_connections=1000)
         port = twin.port
     print("PORT %d" % port, flush=True)
-    sys.stdin.read()  # the parent closes it to stop us
+    for _ in sys.stdin:  # each line asks for our CPU so far; the parent closes stdin to stop us
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        print("CPU %r" % (usage.ru_utime + usage.ru_stime), flush=True)
     if kind != "noop":
         print("STORED %d" % twin.store.count_telemetry(), flush=True)
         twin.stop()
@@ -118,6 +122,12 @@ class Server:
             self.proc.kill()
             raise SystemExit("server %s did not start: %r" % (kind, line))
         self.port = int(line.split()[1])
+
+    def cpu(self) -> float:
+        """The server's user+sys CPU seconds so far."""
+        self.proc.stdin.write("cpu\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return float(self.proc.stdout.readline().split()[1])  # type: ignore[union-attr]
 
     def stop(self) -> Optional[int]:
         """Stop the server; for a twin, how many rows it stored."""
@@ -195,7 +205,9 @@ def compare(conn_counts: List[int], seconds: float, rounds: int, procs: int,
                 db_dir = tempfile.mkdtemp(prefix="loadgen-") if kind == "twin-file" else None
                 server = Server(kind, db_dir)
                 try:
+                    before = server.cpu()
                     result = load(server.port, conns, seconds, procs)
+                    result = result._replace(server_cpu=server.cpu() - before)
                 finally:
                     stored = server.stop()
                     if db_dir:
@@ -214,16 +226,17 @@ def median_rate(loads: List[Load]) -> float:
 def report(results: Dict[str, Dict[int, List[Load]]], seconds: float) -> str:
     """A markdown table: requests/s, ratio to noop, the load generator's CPU per second."""
     conn_counts = sorted(next(iter(results.values())))
-    lines = ["| server | conns | requests/s | x noop | loadgen CPU s/s | errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| server | conns | requests/s | x noop | server CPU s/s | loadgen CPU s/s | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for conns in conn_counts:
         base = median_rate(results["noop"][conns]) if "noop" in results else None
         for kind, by_conns in results.items():
             loads = by_conns[conns]
             rate = median_rate(loads)
             cpu = statistics.median(load.cpu / load.seconds for load in loads)
-            lines.append("| %s | %d | %.0f | %s | %.2f | %d |" % (
-                kind, conns, rate, "%.2f" % (rate / base) if base else "-", cpu,
+            server_cpu = statistics.median(load.server_cpu / load.seconds for load in loads)
+            lines.append("| %s | %d | %.0f | %s | %.2f | %.2f | %d |" % (
+                kind, conns, rate, "%.2f" % (rate / base) if base else "-", server_cpu, cpu,
                 sum(load.errors for load in loads)))
     return "\n".join(lines)
 
