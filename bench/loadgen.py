@@ -11,6 +11,7 @@ test CA, one thread per connection) and POSTs telemetry, each with its own Idemp
   noop        fifteen lines of http.server: TLS, Nagle off, reads the body, answers 200 with JSON
   twin-mem    the twin (start_twin) on an in-memory database
   twin-file   the twin on a file database in a temp dir (WAL): the durable one
+  base-mem, base-file   the same from another checkout (--baseline DIR), for before/after in one run
 
 Reported per server and connection count: median requests/s over rounds, the ratio to noop, the
 server's CPU (user+sys seconds per second of load; about 1.0 is one core, the GIL's ceiling) and the
@@ -78,9 +79,9 @@ class Load(NamedTuple):
 
 # -- servers (each in its own process) ------------------------------------------------------
 
-def serve(kind: str, db_dir: Optional[str]) -> None:
-    """Run one server until stdin closes; print its port first."""
-    sys.path.insert(0, str(ROOT))
+def serve(kind: str, db_dir: Optional[str], root: Optional[str] = None) -> None:
+    """Run one server until stdin closes; print its port first. ``root``: the checkout whose twin to run."""
+    sys.path.insert(0, root or str(ROOT))
     if kind == "noop":
         import http.server
 
@@ -95,7 +96,7 @@ def serve(kind: str, db_dir: Optional[str]) -> None:
     else:
         from iotpost.receiver.server import start_twin
 
-        db = ":memory:" if kind == "twin-mem" else os.path.join(db_dir or tempfile.gettempdir(), "ingest.sqlite3")
+        db = ":memory:" if kind.endswith("-mem") else os.path.join(db_dir or tempfile.gettempdir(), "ingest.sqlite3")
         twin = start_twin(devices={DEVICE: KEY}, certfile=CERTS / "localhost.pem",
                           keyfile=CERTS / "localhost.key", db_path=db, host="127.0.0.1",
                           keep_requests=100, max_connections=1000)
@@ -112,8 +113,10 @@ def serve(kind: str, db_dir: Optional[str]) -> None:
 class Server:
     """A server subprocess: started, asked for its port, stopped by closing its stdin."""
 
-    def __init__(self, kind: str, db_dir: Optional[str]) -> None:
+    def __init__(self, kind: str, db_dir: Optional[str], baseline: Optional[str] = None) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", kind]
+        if kind.startswith("base-"):
+            cmd += ["--root", str(baseline)]
         if db_dir:
             cmd += ["--db-dir", db_dir]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -196,14 +199,14 @@ def load(port: int, conns: int, seconds: float, procs: int) -> Load:
 # -- the comparison ----------------------------------------------------------------------------
 
 def compare(conn_counts: List[int], seconds: float, rounds: int, procs: int,
-            servers=SERVERS) -> Dict[str, Dict[int, List[Load]]]:
+            servers=SERVERS, baseline: Optional[str] = None) -> Dict[str, Dict[int, List[Load]]]:
     """Every server at every connection count, interleaved round by round: noise hits all alike."""
     results: Dict[str, Dict[int, List[Load]]] = {s: {c: [] for c in conn_counts} for s in servers}
     for _ in range(rounds):
         for conns in conn_counts:
             for kind in servers:
-                db_dir = tempfile.mkdtemp(prefix="loadgen-") if kind == "twin-file" else None
-                server = Server(kind, db_dir)
+                db_dir = tempfile.mkdtemp(prefix="loadgen-") if kind.endswith("-file") else None
+                server = Server(kind, db_dir, baseline)
                 try:
                     before = server.cpu()
                     result = load(server.port, conns, seconds, procs)
@@ -248,19 +251,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--procs", type=int, default=2, help="load generator processes")
     p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--baseline", metavar="DIR",
+                   help="another checkout (say, `git archive` of an older commit): its twin runs too, as base-mem and"
+                        " base-file, interleaved with ours")
+    p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--db-dir", help=argparse.SUPPRESS)
     p.add_argument("--work", nargs=5, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
     if ns.serve:
-        serve(ns.serve, ns.db_dir)
+        serve(ns.serve, ns.db_dir, ns.root)
         return 0
     if ns.work:
         port, conns, start_at, seconds, tag = ns.work
         work(int(port), int(conns), float(start_at), float(seconds), tag)
         return 0
     conn_counts = [int(c) for c in ns.conns.split(",")]
-    results = compare(conn_counts, ns.seconds, ns.rounds, ns.procs, tuple(ns.servers.split(",")))
+    servers = tuple(ns.servers.split(",")) + (("base-mem", "base-file") if ns.baseline else ())
+    results = compare(conn_counts, ns.seconds, ns.rounds, ns.procs, servers, ns.baseline)
     print("python %s, %d load processes, %.1f s x %d rounds, medians"
           % (sys.version.split()[0], ns.procs, ns.seconds, ns.rounds))
     print(report(results, ns.seconds))

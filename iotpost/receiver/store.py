@@ -24,7 +24,6 @@ import hmac
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -314,11 +313,16 @@ class TelemetryStore(TlinkTables):
                 return
             self._leading = True
             batch, self._queued = self._queued, []
+        committed = False
         try:
             self._commit_rows(batch)
+            committed = True
         finally:
             with group:
                 for item in batch:
+                    if not committed:  # the leader was interrupted (KeyboardInterrupt...): rolled back
+                        item.result = None
+                        item.error = sqlite3.OperationalError("not committed: the committing thread was interrupted")
                     item.done = True
                 self._leading = False
                 group.notify_all()
@@ -330,10 +334,9 @@ class TelemetryStore(TlinkTables):
                 for item in batch:
                     _apply_row(db, item)
             return
-        except Exception:  # noqa: BLE001 - decided row by row just below
+        except Exception as exc:  # noqa: BLE001 - decided row by row just below
             if len(batch) == 1:
-                batch[0].result = None
-                batch[0].error = sys.exc_info()[1]
+                batch[0].result, batch[0].error = None, exc
                 return
         for item in batch:
             item.result = item.error = None
@@ -341,7 +344,7 @@ class TelemetryStore(TlinkTables):
                 with self._transaction() as db:
                     _apply_row(db, item)
             except Exception as exc:  # noqa: BLE001 - handed to the caller whose row it is
-                item.error = exc
+                item.result, item.error = None, exc
 
     def latest(self, device_id: str) -> Optional[TelemetryRecord]:
         """The reading with the newest timestamp (ties: the last to arrive), or None."""
