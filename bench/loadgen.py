@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Twin ingest against a no-op TLS server under the same kept-alive load: a load generator of our own.
 
-Usage: python3 bench/loadgen.py [--conns 1,4,16] [--seconds 3] [--rounds 3] [--procs 2]
+Usage: python3 bench/loadgen.py [--conns 1,4,16] [--seconds 3] [--rounds 3] [--procs 2] [--quick]
 
 ``wrk`` is not everywhere, so the load comes from here: ``--procs`` worker processes (subprocesses of
 sys.executable) share the connections; each keeps its share open (http.client, verified TLS with the
@@ -250,6 +250,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="load per measurement")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--procs", type=int, default=2, help="load generator processes")
+    p.add_argument("--quick", action="store_true", help="one round of 1 s (a smoke run)")
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--baseline", metavar="DIR",
                    help="another checkout (say, `git archive` of an older commit): its twin runs too, as base-mem and"
@@ -267,6 +268,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         work(int(port), int(conns), float(start_at), float(seconds), tag)
         return 0
     conn_counts = [int(c) for c in ns.conns.split(",")]
+    if ns.quick:
+        ns.seconds, ns.rounds = 1.0, 1
     servers = tuple(ns.servers.split(",")) + (("base-mem", "base-file") if ns.baseline else ())
     results = compare(conn_counts, ns.seconds, ns.rounds, ns.procs, servers, ns.baseline)
     print("python %s, %d load processes, %.1f s x %d rounds, medians"
