@@ -3,9 +3,13 @@
 Usage: ``store = TelemetryStore(":memory:"); store.register_device(dev, key); store.authenticate(key)``
 
 One connection (``check_same_thread=False``) behind one lock serves every handler thread; file
-databases use WAL with synchronous=NORMAL. Idempotency rests on a UNIQUE (device_id,
-idempotency_key) constraint checked inside one transaction, so concurrent identical requests
-store one row. TLINK tables and methods come from ``tlink_store.TlinkTables``.
+databases use WAL with synchronous=NORMAL (a killed process loses no committed row). Telemetry is
+stored by group commit: concurrent ``store_telemetry`` calls queue their rows, and whichever call
+finds no commit under way leads, committing every queued row in one transaction; each call returns
+only once its own row is committed. One commit per request was what bounded the twin's ingest.
+Idempotency rests on a UNIQUE (device_id, idempotency_key) constraint checked row by row inside
+that transaction, so identical requests store one row, within one group as across groups. TLINK
+tables and methods come from ``tlink_store.TlinkTables``.
 
 History is answered newest first (ordered by the payload's timestamp, then arrival), so
 ``limit=N`` gives the latest N readings; ``all_telemetry`` is in arrival order for tests.
@@ -114,6 +118,45 @@ def _record(row: tuple) -> TelemetryRecord:
     return TelemetryRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
 
 
+_INSERT_TELEMETRY = ("INSERT INTO telemetry (telemetry_id, device_id, timestamp, ts_epoch, received_at,"
+                     " data_json, idempotency_key, body_sha256, response_json)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_FIND_KEY = "SELECT body_sha256, response_json FROM telemetry WHERE device_id = ? AND idempotency_key = ?"
+
+
+class _PendingRow:
+    """One store_telemetry call waiting in the group: its row, then its outcome once committed."""
+
+    __slots__ = ("params", "response", "result", "error", "done")
+
+    def __init__(self, params: tuple, response: Json) -> None:
+        self.params = params  # in _INSERT_TELEMETRY's order
+        self.response = response
+        self.result: Optional[StoreResult] = None
+        self.error: Optional[BaseException] = None
+        self.done = False
+
+
+def _apply_row(db: sqlite3.Connection, row: _PendingRow) -> None:
+    """Check the idempotency key and insert, inside the caller's transaction; the outcome goes on ``row``.
+
+    Rows earlier in the same transaction are visible here, so a key repeated within one group
+    replays (or is refused) exactly as a key repeated across groups.
+    """
+    params = row.params
+    key = params[6]
+    if key is not None:
+        found = db.execute(_FIND_KEY, (params[1], key)).fetchone()
+        if found is not None:
+            if not hmac.compare_digest(bytes(found[0]), params[7]):
+                row.error = IdempotencyKeyReused(key)
+            else:
+                row.result = StoreResult(json.loads(found[1]), True)
+            return
+    db.execute(_INSERT_TELEMETRY, params)
+    row.result = StoreResult(row.response, False)
+
+
 class TelemetryStore(TlinkTables):
     """Devices, hashed API keys, telemetry with idempotency, and TLINK pushes, in one sqlite3 file."""
 
@@ -126,6 +169,11 @@ class TelemetryStore(TlinkTables):
         self.path = str(path)
         self._clock = clock or time.time
         self._lock = threading.RLock()
+        # Group commit: rows waiting for a commit, and whether a leader is committing a group now.
+        self._group = threading.Condition(threading.Lock())
+        self._queued: List[_PendingRow] = []
+        self._leading = False
+        self._keys: Optional[List[tuple]] = None  # (digest, device_id) of api_keys, read once per change
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, the same on 3.8 and 3.13.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                      timeout=5.0)
@@ -182,6 +230,7 @@ class TelemetryStore(TlinkTables):
                        (device_id, iso_utc(self.now())))
             db.execute("INSERT OR REPLACE INTO api_keys (key_sha256, device_id) VALUES (?, ?)",
                        (key_digest(api_key), device_id))
+            self._keys = None
 
     def is_registered(self, device_id: object) -> bool:
         """Whether ``device_id`` is a device of this twin (for a client certificate without a key)."""
@@ -199,7 +248,11 @@ class TelemetryStore(TlinkTables):
             return None
         presented = key_digest(api_key)
         found: Optional[str] = None
-        for digest, device_id in self._query("SELECT key_sha256, device_id FROM api_keys"):
+        keys = self._keys
+        if keys is None:
+            # Every request authenticates; keys change only through register_device, which drops this.
+            keys = self._keys = [(bytes(d), dev) for d, dev in self._query("SELECT key_sha256, device_id FROM api_keys")]
+        for digest, device_id in keys:
             if hmac.compare_digest(bytes(digest), presented):
                 found = device_id
         return found
@@ -235,26 +288,63 @@ class TelemetryStore(TlinkTables):
             "timestamp": stamp,
             "metrics_stored": sorted(data),
         }
-        with self._transaction() as db:
-            if idempotency_key is not None:
-                row = db.execute(
-                    "SELECT body_sha256, response_json FROM telemetry"
-                    " WHERE device_id = ? AND idempotency_key = ?",
-                    (device_id, idempotency_key),
-                ).fetchone()
-                if row is not None:
-                    if not hmac.compare_digest(bytes(row[0]), body_sha):
-                        raise IdempotencyKeyReused(idempotency_key)
-                    return StoreResult(json.loads(row[1]), True)
-            db.execute(
-                "INSERT INTO telemetry (telemetry_id, device_id, timestamp, ts_epoch, received_at,"
-                " data_json, idempotency_key, body_sha256, response_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (telemetry_id, device_id, stamp, ts_epoch, iso_utc(now),
-                 json.dumps(data, ensure_ascii=False), idempotency_key, body_sha,
-                 json.dumps(response, ensure_ascii=False)),
-            )
-        return StoreResult(response, False)
+        row = _PendingRow((telemetry_id, device_id, stamp, ts_epoch, iso_utc(now),
+                           json.dumps(data, ensure_ascii=False), idempotency_key, body_sha,
+                           json.dumps(response, ensure_ascii=False)), response)
+        self._commit_in_group(row)
+        if row.error is not None:
+            raise row.error
+        assert row.result is not None
+        return row.result
+
+    def _commit_in_group(self, row: _PendingRow) -> None:
+        """Queue ``row`` and return once it is committed: by a leader's group, or by leading one.
+
+        Leader/follower: a caller that finds no commit under way takes every queued row (its own
+        among them) and commits them in one transaction, then wakes the callers whose rows went in.
+        Rows queued meanwhile wait for the next leader, which is one of their own callers.
+        """
+        group = self._group
+        with group:
+            self._queued.append(row)
+            while self._leading and not row.done:
+                group.wait()
+            if row.done:
+                return
+            self._leading = True
+            batch, self._queued = self._queued, []
+        committed = False
+        try:
+            self._commit_rows(batch)
+            committed = True
+        finally:
+            with group:
+                for item in batch:
+                    if not committed:  # the leader was interrupted (KeyboardInterrupt...): rolled back
+                        item.result = None
+                        item.error = sqlite3.OperationalError("not committed: the committing thread was interrupted")
+                    item.done = True
+                self._leading = False
+                group.notify_all()
+
+    def _commit_rows(self, batch: List[_PendingRow]) -> None:
+        """Commit ``batch`` in one transaction; if that fails, row by row, so a failure is its own row's."""
+        try:
+            with self._transaction() as db:
+                for item in batch:
+                    _apply_row(db, item)
+            return
+        except Exception as exc:  # noqa: BLE001 - decided row by row just below
+            if len(batch) == 1:
+                batch[0].result, batch[0].error = None, exc
+                return
+        for item in batch:
+            item.result = item.error = None
+            try:
+                with self._transaction() as db:
+                    _apply_row(db, item)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller whose row it is
+                item.result, item.error = None, exc
 
     def latest(self, device_id: str) -> Optional[TelemetryRecord]:
         """The reading with the newest timestamp (ties: the last to arrive), or None."""
