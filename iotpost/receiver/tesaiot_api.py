@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 import threading
 import weakref
-from typing import List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 from .. import __version__
 from .api_request import (
@@ -64,21 +64,31 @@ def get_health(request: ApiRequest) -> Reply:
     return Reply(200, {"status": "healthy", "version": __version__})
 
 
+def read_telemetry_post(request: ApiRequest) -> Tuple[Optional[Reply], Optional[str], Any]:
+    """(refusal, device, JSON object): the checks every telemetry POST makes first, in the platform's
+    order (media type 415, API key 401, JSON object 400). ``device`` is None for mTLS without a key."""
+    headers = request.headers
+    if media_type(headers.get("Content-Type")) != "application/json":
+        return error_reply(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE"), None, None
+    key = headers.get("X-API-KEY")
+    device = request.store.authenticate(key)
+    if device is None and (key or not request.client_cert):
+        return Reply(401, dict(INVALID_API_KEY)), None, None
+    try:
+        doc = parse_json_body(request.body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return error_reply(400, "Invalid JSON data", "INVALID_JSON"), None, None
+    return None, device, doc
+
+
 def post_telemetry(request: ApiRequest) -> Reply:
     """POST /api/v1/telemetry: store one reading, or replay the answer for a reused Idempotency-Key."""
     store, headers, body = request.store, request.headers, request.body
-    if media_type(headers.get("Content-Type")) != "application/json":
-        return error_reply(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
-    key = headers.get("X-API-KEY")
-    device = store.authenticate(key)
-    if device is None and (key or not request.client_cert):
-        return Reply(401, dict(INVALID_API_KEY))
-    try:
-        payload = parse_json_body(body)
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
-        return error_reply(400, "Invalid JSON data", "INVALID_JSON")
+    refused, device, payload = read_telemetry_post(request)
+    if refused is not None:
+        return refused
     problem = validate_telemetry(payload)
     if problem is not None:
         return validation_error(problem)
@@ -143,18 +153,9 @@ def post_telemetry_batch(request: ApiRequest) -> Reply:
     faults = _batch_faults(store)
     if faults.absent:
         return error_reply(404, "Not found", "NOT_FOUND")  # as routes.dispatch answers an unknown path
-    if media_type(headers.get("Content-Type")) != "application/json":
-        return error_reply(415, "Content-Type must be application/json", "UNSUPPORTED_MEDIA_TYPE")
-    key = headers.get("X-API-KEY")
-    device = store.authenticate(key)
-    if device is None and (key or not request.client_cert):
-        return Reply(401, dict(INVALID_API_KEY))
-    try:
-        doc = parse_json_body(body)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        return error_reply(400, "Invalid JSON data", "INVALID_JSON")
+    refused, device, doc = read_telemetry_post(request)
+    if refused is not None:
+        return refused
     items = doc.get("telemetry")
     if not isinstance(items, list) or not items:
         return validation_error("telemetry must be a non-empty list of payloads")
