@@ -114,6 +114,8 @@ class _HeadRefused(Exception):
 class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     """One connection's requests; the twin's state lives on ``self.server.twin``."""
 
+    _fields: Optional[List[Tuple[str, str]]] = None  # this request's headers, when split here
+
     protocol_version = "HTTP/1.1"  # keep-alive, as the senders reuse one connection
     disable_nagle_algorithm = True  # otherwise delayed ACK stalls each kept-alive answer ~40 ms
     server_version = "iotpost-twin/" + __version__
@@ -181,14 +183,25 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         if head is None:  # EOF, or cut off before the blank line: nothing to answer, nothing to log
             return
         self.raw_requestline, fields = head
+        # http.client refuses a head of 100 lines (the blank one counted) with 431: that stays its to say.
+        items = _split_fields(fields) if len(fields) < MAX_HEADERS else None
+        self._fields = items  # None: read them from self.headers
         real = self.rfile
-        self.rfile = io.BytesIO(fields)  # parse_request reads the already-checked fields from here
+        # parse_request reads the already-checked fields from here. Where they split simply (no bare CR,
+        # the usual case) it is given none: email's parser costs a quarter of a request's CPU, and the
+        # same (name, value) pairs are added below, then its Connection/Expect checks are made on them.
+        self.rfile = io.BytesIO(b"\r\n" if items is not None else b"".join(fields) + b"\r\n")
         try:
             parsed = self.parse_request()
         finally:
             self.rfile = real
         if not parsed:
             return
+        if items is not None:
+            for name, value in items:
+                self.headers.set_raw(name, value)
+            if not self._connection_and_expect():
+                return
         method = getattr(self, "do_" + self.command, None)
         if method is None:
             self.send_error(501, "Unsupported method")
@@ -199,8 +212,21 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         except OSError:  # the base class logs timeouts; a dead socket needs no log line
             self.close_connection = True
 
-    def _read_head(self) -> Optional[Tuple[bytes, bytes]]:
-        """(request line, header lines + blank line), or None when the client stops before the end."""
+    def _connection_and_expect(self) -> bool:
+        """What http.server's parse_request does with the Connection and Expect headers, word for word."""
+        conntype = self.headers.get("Connection", "")
+        if conntype.lower() == "close":
+            self.close_connection = True
+        elif conntype.lower() == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        expect = self.headers.get("Expect", "")
+        if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
+                and self.request_version >= "HTTP/1.1"):
+            return self.handle_expect_100()
+        return True
+
+    def _read_head(self) -> Optional[Tuple[bytes, List[bytes]]]:
+        """(request line, header lines), or None when the client stops before the end."""
         line = b""
         for _ in range(_MAX_BLANK_LINES + 1):
             line = self.rfile.readline(MAX_REQUEST_LINE + 1)
@@ -226,7 +252,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             if not _TOKEN_COLON.match(field):  # also obsolete line folding, which could hide a header
                 raise _HeadRefused(400, "Malformed header line")
             fields.append(field)
-        return line, b"".join(fields) + b"\r\n"
+        return line, fields
 
     def handle_expect_100(self) -> bool:
         """Refuse (413, 400, 501...) before ``100 Continue`` invites a body we would not take."""
@@ -242,8 +268,14 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         Ambiguous framing is refused as nginx does (RFC 9112 6.3): a server that picks one of two
         framings while a proxy picks the other lets a client smuggle a second request.
         """
-        lengths = self.headers.get_all("Content-Length") or []
-        codings = self.headers.get_all("Transfer-Encoding") or []
+        lengths: List[str] = []
+        codings: List[str] = []
+        for name, value in self._header_items():  # as Message.get_all would find them, in one pass
+            key = name.lower()
+            if key == "content-length":
+                lengths.append(value)
+            elif key == "transfer-encoding":
+                codings.append(value)
         if codings:
             if lengths:
                 return _close(400, "Content-Length and Transfer-Encoding together", "BAD_REQUEST")
@@ -327,9 +359,13 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         self._deliver(self._render(reply), None)
         self._lingering_close()
 
+    def _header_items(self) -> List[Tuple[str, str]]:
+        """The request's headers as (name, value) in order, as ``self.headers.items()`` gives them."""
+        return self._fields if self._fields is not None else self.headers.items()
+
     def _header_dict(self) -> Dict[str, str]:
         headers: Dict[str, str] = {}
-        for name, value in self.headers.items():
+        for name, value in self._header_items():
             key = name.lower()
             headers[key] = headers[key] + ", " + value if key in headers else value
         return headers
@@ -358,7 +394,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         if plan is not None and fault == "delay":
             self.server.twin.pause(plan.delay)
         twin = self.server.twin
-        return dispatch(self.command, self.path, body=body, headers=_FirstValues(self.headers.items()), store=twin.store,
+        return dispatch(self.command, self.path, body=body, headers=_FirstValues(self._header_items()), store=twin.store,
                         tlink_secret=twin.tlink_secret, log=twin.log, client_cert=self._verified_client_cert())
 
     def _verified_client_cert(self) -> bool:
@@ -471,6 +507,20 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(self._render(Reply(code, {"error": message or short}, {"Connection": "close"})))
         except OSError:
             pass
+
+
+def _split_fields(fields: List[bytes]) -> Optional[List[Tuple[str, str]]]:
+    """Checked header lines as (name, value), exactly as email's compat32 parser makes them, or None
+    when a line holds a bare CR (that parser splits lines there too: it is left to do so)."""
+    items = []
+    for field in fields:
+        text = field.decode("iso-8859-1")  # as http.client decodes a head
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+        if "\r" in text:
+            return None
+        name, value = text.split(":", 1)
+        items.append((name, value.lstrip(" \t")))
+    return items
 
 
 def _close(status: int, message: str, code: str) -> Reply:
