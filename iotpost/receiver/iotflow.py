@@ -18,7 +18,7 @@ import secrets
 import string
 import threading
 import weakref
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from .api_request import ApiRequest, parse_json_body, query_text, route
 from .replies import Json, Reply
@@ -132,6 +132,9 @@ class _State:
         self.stored = 0  # readings accepted since the faults were set (which ones lose_every/alter_every hit)
         self.visible_at: Dict[int, float] = {}  # seq -> store clock time it may be read back (read_lag)
         self.iotdb_available = True  # set_iotdb_available: False plays IoTDB being down
+        # SHA-256 of every device key, or None until read: most keys on the shared TESAIoT paths are
+        # no IoTFlow device's, and asking the table each time costs a query (and the store's lock).
+        self.digests: Optional[FrozenSet[bytes]] = None
 
 
 class DataFaults(NamedTuple):
@@ -298,8 +301,15 @@ def device_by_key(store: TelemetryStore, api_key: Optional[str]) -> Optional[Dev
     if not api_key:
         return None
     _ensure_tables(store)
-    rows = store._query("SELECT %s FROM iotflow_devices WHERE key_sha256 = ?" % _DEVICE_COLUMNS,
-                        (key_digest(api_key),))
+    digest = key_digest(api_key)
+    state = _state(store)
+    digests = state.digests
+    if digests is None:
+        with state.lock:  # register_device drops the set under this lock after its insert commits
+            digests = state.digests = frozenset(bytes(r[0]) for r in store._query("SELECT key_sha256 FROM iotflow_devices"))
+    if digest not in digests:
+        return None
+    rows = store._query("SELECT %s FROM iotflow_devices WHERE key_sha256 = ?" % _DEVICE_COLUMNS, (digest,))
     return Device(*rows[0]) if rows else None
 
 
@@ -429,6 +439,9 @@ def post_register(request: ApiRequest) -> Reply:
             (name, fields["description"], str(payload["device_type"]), key_digest(api_key), fields["location"],
              fields["firmware_version"], fields["hardware_version"], user_pk, now, now))
         device_id = cursor.lastrowid
+    state = _state(store)
+    with state.lock:
+        state.digests = None  # after the commit: a set read since then is read again
     device = {"id": device_id, "name": name, "description": fields["description"],
               "device_type": str(payload["device_type"]), "api_key": api_key, "status": "active",
               "location": fields["location"], "firmware_version": fields["firmware_version"],
