@@ -13,7 +13,8 @@ sender's error output always has a body to show.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+import re
+from typing import Callable, Dict, List, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import iotflow, tesaiot_api, thermacore, tlink_api
@@ -37,6 +38,23 @@ def get_health(request: ApiRequest) -> Reply:
 ROUTES: List[Route] = ([route("/health", GET=get_health)] + iotflow.ROUTES + tesaiot_api.ROUTES + tlink_api.ROUTES
                        + thermacore.ROUTES)
 
+
+def _by_path(routes: List[Route]) -> Dict[str, List[Route]]:
+    """Each fixed path (a pattern without regex syntax) -> the routes that match it, in order.
+
+    The same routes in the same order as scanning all of them finds, only without some twenty
+    ``match`` calls per request on the busiest paths (POST /api/v1/telemetry).
+    """
+    fixed = {}
+    for candidate in routes:
+        text = candidate.pattern.pattern[1:-1]
+        if re.escape(text) == text:
+            fixed[text] = [other for other in routes if other.pattern.match(text)]
+    return fixed
+
+
+_BY_PATH = _by_path(ROUTES)
+
 def dispatch(
     method: str,
     target: str,
@@ -51,12 +69,14 @@ def dispatch(
     """Answer one request by its method and target (path plus query); the first matching route wins."""
     split = urlsplit(target)
     path = split.path
-    for candidate in ROUTES:
+    request: Optional[ApiRequest] = None
+    for candidate in _BY_PATH.get(path, ROUTES):
         match = candidate.pattern.match(path)
         if match is None:
             continue
-        query = parse_qs(split.query, keep_blank_values=False)
-        request = ApiRequest(store, headers, body, query, tlink_secret, log, client_cert)
+        if request is None:  # one for every route that looks at it: its parts do not change
+            query = parse_qs(split.query, keep_blank_values=False) if split.query else {}
+            request = ApiRequest(store, headers, body, query, tlink_secret, log, client_cert)
         if candidate.claims is not None and not candidate.claims(request):
             continue
         function = candidate.methods.get(method)
