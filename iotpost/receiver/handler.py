@@ -76,6 +76,8 @@ _MAX_BLANK_LINES = 4  # CRLFs tolerated before a request line (RFC 9112 2.2 robu
 _TOKEN_COLON = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")  # a field name, no space before the colon
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _LINE_ENDS = (b"\r\n", b"\n")
+_NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")  # in a request target: 400
+_HIDDEN_IN_SEGMENT = re.compile(r"[/\\\x00]")  # in a decoded path segment: 404
 
 
 class _FirstValues(Dict[str, str]):
@@ -534,10 +536,10 @@ def target_reply(target: str) -> Optional[Reply]:
     The twin serves no files, so ``..`` reaches nothing today; refusing it (and ``%2f``, ``%00``)
     before routing keeps a later route from ever seeing a path id that is not one segment.
     """
-    if any(not 0x21 <= ord(char) <= 0x7E for char in target):
+    if _NOT_PRINTABLE.search(target):
         return _close(400, "Bad request target", "BAD_REQUEST")
     for segment in urlsplit(target).path.split("/"):
         decoded = unquote(segment)
-        if decoded in (".", "..") or any(char in decoded for char in "/\\\x00"):
+        if decoded in (".", "..") or _HIDDEN_IN_SEGMENT.search(decoded):
             return error_reply(404, "Not found", "NOT_FOUND")
     return None
