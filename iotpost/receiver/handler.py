@@ -76,6 +76,8 @@ _MAX_BLANK_LINES = 4  # CRLFs tolerated before a request line (RFC 9112 2.2 robu
 _TOKEN_COLON = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")  # a field name, no space before the colon
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _LINE_ENDS = (b"\r\n", b"\n")
+# Printable ASCII words (no whitespace of any kind), one space apart; the path must not start with //.
+_PLAIN_REQUEST_LINE = re.compile(rb"([\x21-\x7e]+) (/(?!/)[\x21-\x7e]*) HTTP/1\.([01])\r?\n\Z")
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")  # in a request target: 400
 _HIDDEN_IN_SEGMENT = re.compile(r"[/\\\x00]")  # in a decoded path segment: 404
 
@@ -188,17 +190,20 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         # http.client refuses a head of 100 lines (the blank one counted) with 431: that stays its to say.
         items = _split_fields(fields) if len(fields) < MAX_HEADERS else None
         self._fields = items  # None: read them from self.headers
-        real = self.rfile
-        # parse_request reads the already-checked fields from here. Where they split simply (no bare CR,
-        # the usual case) it is given none: email's parser costs a quarter of a request's CPU, and the
-        # same (name, value) pairs are added below, then its Connection/Expect checks are made on them.
-        self.rfile = io.BytesIO(b"\r\n" if items is not None else b"".join(fields) + b"\r\n")
-        try:
-            parsed = self.parse_request()
-        finally:
-            self.rfile = real
-        if not parsed:
-            return
+        if items is not None and self._plain_request_line():
+            self.headers = self.MessageClass()  # what email's parser makes of an empty head, unparsed
+        else:
+            real = self.rfile
+            # parse_request reads the already-checked fields from here. Where they split simply (no bare
+            # CR, the usual case) it is given none: email's parser costs a quarter of a request's CPU, and
+            # the same (name, value) pairs are added below, then its Connection/Expect checks run on them.
+            self.rfile = io.BytesIO(b"\r\n" if items is not None else b"".join(fields) + b"\r\n")
+            try:
+                parsed = self.parse_request()
+            finally:
+                self.rfile = real
+            if not parsed:
+                return
         if items is not None:
             for name, value in items:
                 self.headers.set_raw(name, value)
@@ -213,6 +218,23 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:  # the base class logs timeouts; a dead socket needs no log line
             self.close_connection = True
+
+    def _plain_request_line(self) -> bool:
+        """Take the usual request line, ``METHOD /path HTTP/1.1`` (or 1.0), as parse_request would.
+
+        Nothing else is taken here (False): every other line, ``//path`` too, goes to parse_request,
+        whose checks differ between Python versions; for these lines they all agree.
+        """
+        match = _PLAIN_REQUEST_LINE.match(self.raw_requestline)
+        if match is None:
+            return False
+        command, path, minor = match.groups()
+        self.command, self.path = command.decode("ascii"), path.decode("ascii")
+        self.request_version = "HTTP/1." + minor.decode("ascii")
+        self.requestline = self.raw_requestline.decode("ascii").rstrip("\r\n")
+        # parse_request keeps HTTP/1.1 alive when this handler speaks 1.1 (it does), closes HTTP/1.0
+        self.close_connection = not (minor == b"1" and self.protocol_version >= "HTTP/1.1")
+        return True
 
     def _connection_and_expect(self) -> bool:
         """What http.server's parse_request does with the Connection and Expect headers, word for word."""
