@@ -176,6 +176,17 @@ class IotflowContract(unittest.TestCase):
         # no key on a read: nothing in the request says which platform; TESAIoT answers (ARCHITECTURE.md)
         self.assertEqual(self.call("GET", "/api/v1/telemetry/1").body["code"], "INVALID_API_KEY")
 
+    def test_a_device_registered_after_the_shared_path_was_used_is_iotflows_at_once(self) -> None:
+        # the first TESAIoT POST reads IoTFlow's key digests into memory; a register must not go unseen
+        self.store.register_device(TEST_DEVICE_ID, TEST_API_KEY)
+        reply = self.call("POST", "/api/v1/telemetry", {"device_id": TEST_DEVICE_ID, "data": {"t": 1}},
+                          headers={"X-API-KEY": TEST_API_KEY})
+        self.assertEqual(reply.status, 200)
+        for name in ("late-1", "late-2"):
+            key = self.register(name)["api_key"]
+            reply = self.call("POST", "/api/v1/telemetry", {"data": {"t": 2}}, key)
+            self.assertEqual(reply.status, 201, reply.body)  # IoTFlow's answer, not TESAIoT's 401
+
     def test_an_iotflow_shaped_post_with_an_unknown_key_gets_iotflows_answer(self) -> None:
         self.store.register_device(TEST_DEVICE_ID, TEST_API_KEY)
         self.register()
