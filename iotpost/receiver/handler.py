@@ -119,6 +119,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     """One connection's requests; the twin's state lives on ``self.server.twin``."""
 
     _fields: Optional[List[Tuple[str, str]]] = None  # this request's headers, when split here
+    _first: "Optional[_FirstValues]" = None  # ...and by lower-case name, first value of each
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the senders reuse one connection
     disable_nagle_algorithm = True  # otherwise delayed ACK stalls each kept-alive answer ~40 ms
@@ -190,6 +191,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         # http.client refuses a head of 100 lines (the blank one counted) with 431: that stays its to say.
         items = _split_fields(fields) if len(fields) < MAX_HEADERS else None
         self._fields = items  # None: read them from self.headers
+        self._first = None
         if items is not None and self._plain_request_line():
             self.headers = self.MessageClass()  # what email's parser makes of an empty head, unparsed
         else:
@@ -207,6 +209,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         if items is not None:
             for name, value in items:
                 self.headers.set_raw(name, value)
+            self._first = _FirstValues(items)
             if not self._connection_and_expect():
                 return
         method = getattr(self, "do_" + self.command, None)
@@ -238,12 +241,14 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def _connection_and_expect(self) -> bool:
         """What http.server's parse_request does with the Connection and Expect headers, word for word."""
-        conntype = self.headers.get("Connection", "")
+        first = self._first  # Message.get's answers, without its lowercasing every name again
+        assert first is not None
+        conntype = first.get("Connection", "")
         if conntype.lower() == "close":
             self.close_connection = True
         elif conntype.lower() == "keep-alive" and self.protocol_version >= "HTTP/1.1":
             self.close_connection = False
-        expect = self.headers.get("Expect", "")
+        expect = first.get("Expect", "")
         if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
                 and self.request_version >= "HTTP/1.1"):
             return self.handle_expect_100()
@@ -418,7 +423,8 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         if plan is not None and fault == "delay":
             self.server.twin.pause(plan.delay)
         twin = self.server.twin
-        return dispatch(self.command, self.path, body=body, headers=_FirstValues(self._header_items()), store=twin.store,
+        headers = self._first if self._first is not None else _FirstValues(self._header_items())
+        return dispatch(self.command, self.path, body=body, headers=headers, store=twin.store,
                         tlink_secret=twin.tlink_secret, log=twin.log, client_cert=self._verified_client_cert())
 
     def _verified_client_cert(self) -> bool:
