@@ -78,6 +78,7 @@ _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _LINE_ENDS = (b"\r\n", b"\n")
 # Printable ASCII words (no whitespace of any kind), one space apart; the path must not start with //.
 _PLAIN_REQUEST_LINE = re.compile(rb"([\x21-\x7e]+) (/(?!/)[\x21-\x7e]*) HTTP/1\.([01])\r?\n\Z")
+_DATE_CACHE: List[Tuple[int, str]] = [(-1, "")]  # (whole second, its Date header): shared by all handlers
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")  # in a request target: 400
 _HIDDEN_IN_SEGMENT = re.compile(r"[/\\\x00]")  # in a decoded path segment: 404
 
@@ -523,7 +524,16 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         """The Date header, off by the twin's clock_offset (a test aid for clients' clock checks)."""
         if timestamp is None:
             timestamp = time.time() + self.server.twin.clock_offset
-        return super().date_time_string(timestamp)
+        # One formatting per second, not per answer. Only well inside a second: formatdate rounds to
+        # the microsecond, so its last microsecond may already print as the next one.
+        second = int(timestamp)
+        cached = _DATE_CACHE[0]
+        if cached[0] == second and timestamp - second < 0.999:
+            return cached[1]
+        text = super().date_time_string(timestamp)
+        if timestamp - second < 0.999:
+            _DATE_CACHE[0] = (second, text)
+        return text
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
         """Quiet by default: lines go to the twin's log_stream, if it has one."""
