@@ -10,6 +10,7 @@ bytes on the running Python, and check that anything unusual is still left to th
 from __future__ import annotations
 
 import http.client
+import http.server
 import io
 import unittest
 
@@ -72,6 +73,15 @@ class RequestLineTest(unittest.TestCase):
                      b"GET / HTTP/1.1\r\r\n", b"GET\x85/ HTTP/1.1\r\n"]:
             with self.subTest(line=line):
                 self.assertFalse(_handler(line)._plain_request_line())
+
+
+class DateHeaderTest(unittest.TestCase):
+    def test_the_cached_date_is_the_one_formatted_each_time(self):
+        handler = TwinRequestHandler.__new__(TwinRequestHandler)
+        stamps = [1.7e9 + i * 0.0137 for i in range(300)] + [1.7e9 + 5.9999996, 1.7e9 + 5.9999999, 1.7e9 + 7.9995]
+        for stamp in sorted(stamps) + stamps[::-1]:
+            self.assertEqual(handler.date_time_string(stamp), http.server.BaseHTTPRequestHandler.date_time_string(
+                handler, stamp), stamp)
 
 
 if __name__ == "__main__":
