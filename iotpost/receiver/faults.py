@@ -164,3 +164,13 @@ class FaultPlan:
         if self._script is not None:
             return "FaultPlan.script(%r)" % (self._script,)
         return "FaultPlan.random(rate=%r, kinds=%r)" % (self.rate, tuple(self._kinds))
+
+
+def nth_fault(n: int, lose_every: int, alter_every: int) -> Optional[str]:
+    """For the twin's storage test aids (IoTFlow's DataFaults, TLINK's TlinkFaults): what happens to the
+    ``n``th accepted item: "lose" (answered as stored, not stored), "alter" (stored changed) or None."""
+    if lose_every and n % lose_every == 0:
+        return "lose"
+    if alter_every and n % alter_every == 0:
+        return "alter"
+    return None

@@ -21,6 +21,7 @@ import weakref
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from .api_request import ApiRequest, parse_json_body, query_text, route
+from .faults import nth_fault
 from .replies import Json, Reply
 from .store import TelemetryStore, key_digest
 
@@ -180,9 +181,10 @@ def _apply_data_faults(store: TelemetryStore, data: Json) -> Optional[Json]:
             return data
         state.stored += 1
         n = state.stored
-    if faults.lose_every and n % faults.lose_every == 0:
+    fault = nth_fault(n, faults.lose_every, faults.alter_every)
+    if fault == "lose":
         return None
-    if faults.alter_every and n % faults.alter_every == 0:
+    if fault == "alter":
         for key in sorted(data):
             value = data[key]
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith("smoke_"):
@@ -538,13 +540,9 @@ def post_devices_telemetry(request: ApiRequest) -> Reply:
     A body that is not JSON escapes the route as an exception, answered 500 by the metrics wrapper.
     """
     store = request.store
-    device, denied = _authenticate(request)
+    device, denied = _limited_device(request, _state(store).limits.telemetry)
     if denied is not None:
         return denied
-    assert device is not None
-    limited = _hit(store, "device:%d" % device.id, _state(store).limits.telemetry)
-    if limited is not None:
-        return limited
     try:
         payload = json.loads(request.body.decode("utf-8")) if request.body.strip() else None
     except ValueError:
@@ -572,13 +570,9 @@ def post_devices_telemetry(request: ApiRequest) -> Reply:
 def post_heartbeat(request: ApiRequest) -> Reply:
     """POST /api/v1/devices/heartbeat: no body; marks the device seen."""
     store = request.store
-    device, denied = _authenticate(request)
+    device, denied = _limited_device(request, _state(store).limits.heartbeat)
     if denied is not None:
         return denied
-    assert device is not None
-    limited = _hit(store, "device:%d" % device.id, _state(store).limits.heartbeat)
-    if limited is not None:
-        return limited
     _touch(store, device)
     return Reply(200, {"device_id": device.id, "message": "Heartbeat received", "status": "online",
                        "timestamp": _utc(store.now())})
@@ -682,6 +676,15 @@ def _readings(store: TelemetryStore, device: Device, api: str, start: Optional[_
         with state.lock:
             rows = [r for r in rows if state.visible_at.get(r[3], 0.0) <= now]
     return [(r[0], json.loads(r[1]), json.loads(r[2])) for r in rows]
+
+
+def _limited_device(request: ApiRequest, limit: Optional[RateLimit]) -> Tuple[Device, Optional[Reply]]:
+    """The key's device within its rate limit, or the 401/403/429 the Connectivity routes answer (in that order)."""
+    device, denied = _authenticate(request)
+    if denied is not None:
+        return device, denied
+    assert device is not None
+    return device, _hit(request.store, "device:%d" % device.id, limit)
 
 
 def _reader(request: ApiRequest, device_id: str) -> Tuple[Optional[Device], Optional[Reply]]:

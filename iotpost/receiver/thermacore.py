@@ -330,6 +330,18 @@ def _validation(store: TelemetryStore, field_errors: Dict[str, List[str]], locat
                   {"field_errors": field_errors, "location": location})
 
 
+def _token_user(request: ApiRequest, kind: str) -> Tuple[Optional[User], Optional[Reply]]:
+    """The user a valid ``kind`` token names, or the answer refusing the token (401/422) or its user (401)."""
+    claims, refused = _token_claims(request, kind)
+    if refused is not None:
+        return None, refused
+    assert claims is not None
+    user = _user_by_id(request.store, str(claims.get("sub")))
+    if user is None:
+        return None, _error(request.store, 401, "AUTHENTICATION_ERROR", "User not found")
+    return user, None
+
+
 def _token_claims(request: ApiRequest, kind: str) -> Tuple[Optional[Json], Optional[Reply]]:
     """The bearer token's claims, or the answer refusing it: 401 without a Bearer header, 422 for
     anything wrong with the token itself (expired too: the real API's observed behaviour)."""
@@ -414,13 +426,9 @@ def post_refresh(request: ApiRequest) -> Reply:
     """POST /api/v1/auth/refresh: a new access token (1 h) for the refresh token in the header; no new
     refresh token."""
     store = _tables(request.store)
-    claims, refused = _token_claims(request, "refresh")
+    user, refused = _token_user(request, "refresh")
     if refused is not None:
         return refused
-    assert claims is not None
-    user = _user_by_id(store, str(claims.get("sub")))
-    if user is None:
-        return _error(store, 401, "AUTHENTICATION_ERROR", "User not found")
     lifetime = _setting(store, "refreshed_access_seconds")
     access = _issue(store, user.id, "access", lifetime)
     return Reply(200, _envelope(store, {"success": True, "message": "Token refreshed successfully",
@@ -438,13 +446,9 @@ def _hours(text: Optional[str]) -> int:
 def get_readings(request: ApiRequest, unit_id: str) -> Reply:
     """GET /api/v1/units/{id}/readings?hours=&sensor_type=: a bare array, newest first, at most 1000."""
     store = _tables(request.store)
-    claims, refused = _token_claims(request, "access")
+    user, refused = _token_user(request, "access")
     if refused is not None:
         return refused
-    assert claims is not None
-    user = _user_by_id(store, str(claims.get("sub")))
-    if user is None:
-        return _error(store, 401, "AUTHENTICATION_ERROR", "User not found")
     if "read_units" not in user.permissions:
         return _error(store, 403, "AUTHORIZATION_ERROR", "Permission 'read_units' required")
     units = store._query("SELECT id, name, location, status, created_at, epoch, interval_seconds"

@@ -26,6 +26,7 @@ from .api_request import (
     query_text,
     route,
 )
+from .faults import nth_fault
 from .replies import Json, Reply, error_reply
 
 # The reference's page and history sizes come from its .env; these are the twin's choices.
@@ -88,9 +89,10 @@ def _apply_faults(store: TelemetryStore, push: Dict[str, Any]) -> Optional[Dict[
             return push
         state.pushes += 1
         n = state.pushes
-    if faults.lose_every and n % faults.lose_every == 0:
+    fault = nth_fault(n, faults.lose_every, faults.alter_every)
+    if fault == "lose":
         return None
-    if faults.alter_every and n % faults.alter_every == 0:
+    if fault == "alter":
         entries = []
         for entry in push["sensorsDates"]:
             entry = dict(entry) if isinstance(entry, dict) else entry
