@@ -4,8 +4,9 @@ Usage: python -m unittest tests.test_receiver_group_commit
 
 A group is formed on purpose: the test holds the store's lock, so the first caller (the leader,
 holding only its own row) waits for it while the others queue; released, the leader commits its
-row and one of the queued callers commits all the rest in one transaction. COMMITs are counted
-with sqlite3's own trace callback on the real connection.
+row (a lone row is one statement, which commits itself) and one of the queued callers commits all
+the rest in one transaction. Commits are counted with sqlite3's own trace callback on the real
+connection.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import unittest
 from typing import Callable, Dict, List
 
+from iotpost.receiver import store as store_module
 from iotpost.receiver.store import IdempotencyKeyReused, TelemetryStore
 from tests.twin_support import temp_dir
 
@@ -34,7 +36,17 @@ class GroupCommitTest(unittest.TestCase):
         self.store._conn.set_trace_callback(self.statements.append)
 
     def commits(self) -> int:
-        return sum(1 for sql in self.statements if sql.strip().upper() == "COMMIT")
+        """Transactions committed: each COMMIT, and each INSERT outside BEGIN...COMMIT (it commits itself)."""
+        count, in_transaction = 0, False
+        for sql in self.statements:
+            word = sql.strip().split(None, 1)[0].upper()
+            if word == "BEGIN":
+                in_transaction = True
+            elif word == "COMMIT":
+                count, in_transaction = count + 1, False
+            elif word == "INSERT" and not in_transaction:
+                count += 1
+        return count
 
     def in_one_group(self, calls: List[Callable[[], object]]) -> Dict[int, object]:
         """Run calls[0] as a leader held at the lock, calls[1:] queued behind it; outcomes by index."""
@@ -92,6 +104,26 @@ class GroupCommitTest(unittest.TestCase):
         self.assertEqual(first.response, second.response)
         self.assertIsInstance(outcomes[3], IdempotencyKeyReused)
         self.assertFalse(outcomes[4].replayed)
+
+    def test_a_lone_row_is_one_statement_and_a_replay_reads_the_first_answer_back(self):
+        first = self.store.store_telemetry(DEV, {"v": 1}, raw_body=b"1", idempotency_key="once")
+        self.assertEqual([sql.split(None, 1)[0] for sql in self.statements], ["INSERT"])
+        self.statements.clear()
+        again = self.store.store_telemetry(DEV, {"v": 1}, raw_body=b"1", idempotency_key="once")
+        self.assertEqual([sql.split(None, 1)[0] for sql in self.statements], ["INSERT", "SELECT"])
+        self.assertTrue(again.replayed)
+        self.assertEqual(again.response, first.response)
+        self.assertEqual(self.store.count_telemetry(DEV), 1)
+
+    def test_an_insert_ignored_for_another_reason_is_an_error_never_a_silent_loss(self):
+        taken = self.store.store_telemetry(DEV, {"v": 1}, raw_body=b"1").response["telemetry_id"]
+        real = store_module._uuid4_text
+        store_module._uuid4_text = lambda: taken  # the one other UNIQUE column: a telemetry_id collision
+        self.addCleanup(setattr, store_module, "_uuid4_text", real)
+        for key in (None, "fresh"):
+            with self.assertRaises(sqlite3.IntegrityError):
+                self.store.store_telemetry(DEV, {"v": 2}, raw_body=b"2", idempotency_key=key)
+        self.assertEqual(self.store.count_telemetry(DEV), 1)
 
     def test_a_row_that_fails_fails_alone(self):
         # A real constraint failure for one device's rows, as a broken row would be.

@@ -7,9 +7,11 @@ databases use WAL with synchronous=NORMAL (a killed process loses no committed r
 stored by group commit: concurrent ``store_telemetry`` calls queue their rows, and whichever call
 finds no commit under way leads, committing every queued row in one transaction; each call returns
 only once its own row is committed. One commit per request was what bounded the twin's ingest.
-Idempotency rests on a UNIQUE (device_id, idempotency_key) constraint checked row by row inside
-that transaction, so identical requests store one row, within one group as across groups. TLINK
-tables and methods come from ``tlink_store.TlinkTables``.
+A group of one is a single statement, which commits itself. Idempotency rests on a UNIQUE
+(device_id, idempotency_key) constraint: each row is an ``INSERT OR IGNORE``, and only an ignored
+one reads the first row back (to replay its answer or refuse a different body), so identical
+requests store one row, within one group as across groups. TLINK tables and methods come from
+``tlink_store.TlinkTables``.
 
 History is answered newest first (ordered by the payload's timestamp, then arrival), so
 ``limit=N`` gives the latest N readings; ``all_telemetry`` is in arrival order for tests.
@@ -26,7 +28,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
 from .clock import iso_utc, parse_iso8601
@@ -118,10 +119,19 @@ def _record(row: tuple) -> TelemetryRecord:
     return TelemetryRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
 
 
-_INSERT_TELEMETRY = ("INSERT INTO telemetry (telemetry_id, device_id, timestamp, ts_epoch, received_at,"
+_INSERT_TELEMETRY = ("INSERT OR IGNORE INTO telemetry (telemetry_id, device_id, timestamp, ts_epoch, received_at,"
                      " data_json, idempotency_key, body_sha256, response_json)"
                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _FIND_KEY = "SELECT body_sha256, response_json FROM telemetry WHERE device_id = ? AND idempotency_key = ?"
+
+
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), built once
+
+
+def _uuid4_text() -> str:
+    """``str(uuid.uuid4())`` without a UUID object: 122 random bits, version 4, the RFC 4122 variant."""
+    h = os.urandom(16).hex()
+    return "%s-%s-4%s-%s%s-%s" % (h[:8], h[8:12], h[13:16], "89ab"[int(h[16], 16) & 3], h[17:20], h[20:])
 
 
 class _PendingRow:
@@ -138,23 +148,25 @@ class _PendingRow:
 
 
 def _apply_row(db: sqlite3.Connection, row: _PendingRow) -> None:
-    """Check the idempotency key and insert, inside the caller's transaction; the outcome goes on ``row``.
+    """Insert the row unless its idempotency key is taken; the outcome goes on ``row``.
 
-    Rows earlier in the same transaction are visible here, so a key repeated within one group
-    replays (or is refused) exactly as a key repeated across groups.
+    One statement in the usual case: the UNIQUE (device_id, idempotency_key) constraint makes the
+    insert a no-op for a key already used, and only then is the first row read back, to replay its
+    answer or refuse a different body. Rows earlier in the same transaction are visible here, so a
+    key repeated within one group replays (or is refused) exactly as a key repeated across groups.
     """
     params = row.params
+    if db.execute(_INSERT_TELEMETRY, params).rowcount == 1:
+        row.result = StoreResult(row.response, False)
+        return
     key = params[6]
-    if key is not None:
-        found = db.execute(_FIND_KEY, (params[1], key)).fetchone()
-        if found is not None:
-            if not hmac.compare_digest(bytes(found[0]), params[7]):
-                row.error = IdempotencyKeyReused(key)
-            else:
-                row.result = StoreResult(json.loads(found[1]), True)
-            return
-    db.execute(_INSERT_TELEMETRY, params)
-    row.result = StoreResult(row.response, False)
+    found = db.execute(_FIND_KEY, (params[1], key)).fetchone() if key is not None else None
+    if found is None:  # ignored for another reason (a telemetry_id collision): never a silent loss
+        row.error = sqlite3.IntegrityError("telemetry row not stored")
+    elif not hmac.compare_digest(bytes(found[0]), params[7]):
+        row.error = IdempotencyKeyReused(key)
+    else:
+        row.result = StoreResult(json.loads(found[1]), True)
 
 
 class TelemetryStore(TlinkTables):
@@ -173,7 +185,10 @@ class TelemetryStore(TlinkTables):
         self._group = threading.Condition(threading.Lock())
         self._queued: List[_PendingRow] = []
         self._leading = False
-        self._keys: Optional[List[tuple]] = None  # (digest, device_id) of api_keys, read once per change
+        self._followers = 0  # callers waiting on _group for a leader's commit (none: no one to wake)
+        self._keys: Optional[Dict[bytes, str]] = None  # api_keys (digest -> device_id), read once per change
+        # Other platforms' state kept beside this store (iotflow's tables flag, key digests, faults), by name.
+        self.platform_state: Dict[str, Any] = {}
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, the same on 3.8 and 3.13.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                      timeout=5.0)
@@ -243,19 +258,18 @@ class TelemetryStore(TlinkTables):
         return [r[0] for r in self._query("SELECT device_id FROM devices ORDER BY device_id")]
 
     def authenticate(self, api_key: Optional[str]) -> Optional[str]:
-        """The device this key belongs to, or None; every stored digest is compared, in constant time."""
+        """The device this key belongs to, or None: found by the key's SHA-256, as IoTFlow's are.
+
+        A lookup's timing can tell a caller something about stored digests, never about keys: finding
+        a key from its SHA-256 is as hard as guessing it.
+        """
         if not api_key:
             return None
-        presented = key_digest(api_key)
-        found: Optional[str] = None
         keys = self._keys
         if keys is None:
             # Every request authenticates; keys change only through register_device, which drops this.
-            keys = self._keys = [(bytes(d), dev) for d, dev in self._query("SELECT key_sha256, device_id FROM api_keys")]
-        for digest, device_id in keys:
-            if hmac.compare_digest(bytes(digest), presented):
-                found = device_id
-        return found
+            keys = self._keys = {bytes(d): dev for d, dev in self._query("SELECT key_sha256, device_id FROM api_keys")}
+        return keys.get(key_digest(api_key))
 
     # -- telemetry -------------------------------------------------------------------------
 
@@ -279,7 +293,7 @@ class TelemetryStore(TlinkTables):
         ts_epoch = parse_iso8601(stamp).timestamp()
         body = raw_body if raw_body is not None else canonical_body(device_id, data, timestamp)
         body_sha = hashlib.sha256(body).digest()
-        telemetry_id = str(uuid.uuid4())
+        telemetry_id = _uuid4_text()
         response = {
             "success": True,
             "message": "Telemetry data stored successfully",
@@ -289,8 +303,7 @@ class TelemetryStore(TlinkTables):
             "metrics_stored": sorted(data),
         }
         row = _PendingRow((telemetry_id, device_id, stamp, ts_epoch, iso_utc(now),
-                           json.dumps(data, ensure_ascii=False), idempotency_key, body_sha,
-                           json.dumps(response, ensure_ascii=False)), response)
+                           _to_json(data), idempotency_key, body_sha, _to_json(response)), response)
         self._commit_in_group(row)
         if row.error is not None:
             raise row.error
@@ -308,7 +321,11 @@ class TelemetryStore(TlinkTables):
         with group:
             self._queued.append(row)
             while self._leading and not row.done:
-                group.wait()
+                self._followers += 1
+                try:
+                    group.wait()
+                finally:
+                    self._followers -= 1
             if row.done:
                 return
             self._leading = True
@@ -325,11 +342,16 @@ class TelemetryStore(TlinkTables):
                         item.error = sqlite3.OperationalError("not committed: the committing thread was interrupted")
                     item.done = True
                 self._leading = False
-                group.notify_all()
+                if self._followers:
+                    group.notify_all()
 
     def _commit_rows(self, batch: List[_PendingRow]) -> None:
         """Commit ``batch`` in one transaction; if that fails, row by row, so a failure is its own row's."""
         try:
+            if len(batch) == 1:  # a statement of its own commits itself: no BEGIN/COMMIT round trips
+                with self._lock:
+                    _apply_row(self._conn, batch[0])
+                return
             with self._transaction() as db:
                 for item in batch:
                     _apply_row(db, item)
