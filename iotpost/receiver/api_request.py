@@ -74,6 +74,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError("%s is not JSON" % name)
 
 
+# What json.loads(text, parse_constant=_reject_constant) builds on every call, built once.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json_body(body: bytes) -> Any:
     """Strict JSON from UTF-8 bytes (no NaN/Infinity, at most MAX_JSON_DEPTH deep); raises ValueError.
 
@@ -81,10 +85,12 @@ def parse_json_body(body: bytes) -> Any:
     otherwise escape as RecursionError, which is not a ValueError.
     """
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        value = _DECODER.decode(body.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+    # Each level opens with a bracket, so a body with few brackets cannot nest too deep: the walk
+    # below is only needed when there are more brackets than levels allowed.
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and _nested_deeper_than(value, MAX_JSON_DEPTH):
         raise ValueError("JSON nested more than %d deep" % MAX_JSON_DEPTH)
     return value
 

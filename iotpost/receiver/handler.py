@@ -26,7 +26,7 @@ import socket
 import struct
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
+from typing import Any, Dict, List, Optional, Protocol, TextIO, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__
@@ -48,6 +48,7 @@ class TwinState(Protocol):
     requests: SeenRequests
     store: Any  # store.TelemetryStore
     tlink_secret: Optional[bytes]
+    log_stream: Optional[TextIO]  # where log() writes; None: the twin is quiet
 
     def log(self, line: str) -> None: ...
 
@@ -437,28 +438,35 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             return False
 
     def _render(self, reply: Reply) -> bytes:
-        """The whole response as bytes (one write, and faults can spoil it afterwards)."""
+        """The whole response as bytes (one write, and faults can spoil it afterwards).
+
+        The same bytes send_response, send_header and end_headers would buffer, and the same side
+        effects (the request is logged; a Connection header sets close_connection), built in one
+        string: those calls cost a tenth of a request's CPU at the twin's ingest rate.
+        """
         if reply.flask_json:
             body = (json.dumps(reply.body, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
         else:
             body = json.dumps(reply.body).encode("utf-8")
-        real, buffer = self.wfile, io.BytesIO()
-        self.wfile = buffer  # send_response/end_headers write here, through public API only
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if self.request_version == "HTTP/1.0" and not self.close_connection and "Connection" not in reply.headers:
-                # an HTTP/1.0 client that asked for keep-alive reuses the connection only if told so
-                self.send_header("Connection", "keep-alive")
-            self.end_headers()
-            if self.command != "HEAD":
-                buffer.write(body)
-        finally:
-            self.wfile = real
-        return buffer.getvalue()
+        code = reply.status
+        self.log_request(code)
+        message = self.responses[code][0] if code in self.responses else ""
+        lines = ["%s %d %s\r\nServer: %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                 % (self.protocol_version, code, message, self.version_string(), self.date_time_string(), len(body))]
+        for name, value in reply.headers.items():
+            lines.append("%s: %s\r\n" % (name, value))
+            if name.lower() == "connection":  # as send_header does
+                if value.lower() == "close":
+                    self.close_connection = True
+                elif value.lower() == "keep-alive":
+                    self.close_connection = False
+        if self.request_version == "HTTP/1.0" and not self.close_connection and "Connection" not in reply.headers:
+            # an HTTP/1.0 client that asked for keep-alive reuses the connection only if told so
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        # an HTTP/0.9 client gets the body alone, as from http.server
+        head = "".join(lines).encode("latin-1", "strict") if self.request_version != "HTTP/0.9" else b""
+        return head + body if self.command != "HEAD" else head
 
     def _deliver(self, data: bytes, fault: Optional[str]) -> None:
         """Write the response, or lose it the way ``fault`` says."""
@@ -536,8 +544,10 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         return text
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
-        """Quiet by default: lines go to the twin's log_stream, if it has one."""
-        self.server.twin.log("%s - %s" % (self.address_string(), format % args))
+        """Quiet by default: lines go to the twin's log_stream, if it has one (else not even formatted)."""
+        twin = self.server.twin
+        if twin.log_stream is not None:
+            twin.log("%s - %s" % (self.address_string(), format % args))
 
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """The base class's errors (bad request line, 414, 431, 501...) as JSON too."""
@@ -576,6 +586,8 @@ def target_reply(target: str) -> Optional[Reply]:
     """
     if _NOT_PRINTABLE.search(target):
         return _close(400, "Bad request target", "BAD_REQUEST")
+    if target.startswith("/") and "%" not in target and "\\" not in target and "/." not in target:
+        return None  # nothing to decode, no backslash, and every dot segment follows a slash: the usual target
     for segment in urlsplit(target).path.split("/"):
         decoded = unquote(segment)
         if decoded in (".", "..") or _HIDDEN_IN_SEGMENT.search(decoded):

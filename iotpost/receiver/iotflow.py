@@ -17,7 +17,6 @@ import json
 import secrets
 import string
 import threading
-import weakref
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from .api_request import ApiRequest, parse_json_body, query_text, route
@@ -192,16 +191,17 @@ def _apply_data_faults(store: TelemetryStore, data: Json) -> Optional[Json]:
     return data
 
 
-_STATES: "weakref.WeakKeyDictionary[TelemetryStore, _State]" = weakref.WeakKeyDictionary()
 _STATES_LOCK = threading.Lock()
 
 
 def _state(store: TelemetryStore) -> _State:
-    with _STATES_LOCK:
-        state = _STATES.get(store)
-        if state is None:
-            state = _STATES[store] = _State()
-        return state
+    """This store's IoTFlow state, kept on the store itself: every request on a shared path asks, so
+    the usual case is one dict lookup, without a lock."""
+    state = store.platform_state.get("iotflow")
+    if state is None:
+        with _STATES_LOCK:
+            state = store.platform_state.setdefault("iotflow", _State())
+    return state
 
 
 def set_rate_limits(store: TelemetryStore, limits: RateLimits) -> None:

@@ -67,15 +67,18 @@ def dispatch(
     client_cert: bool = False,
 ) -> Reply:
     """Answer one request by its method and target (path plus query); the first matching route wins."""
-    split = urlsplit(target)
-    path = split.path
+    if target.startswith("/") and not target.startswith("//") and "?" not in target and "#" not in target:
+        path, query_text = target, ""  # what urlsplit gives for the usual target, without its cost
+    else:
+        split = urlsplit(target)
+        path, query_text = split.path, split.query
     request: Optional[ApiRequest] = None
     for candidate in _BY_PATH.get(path, ROUTES):
         match = candidate.pattern.match(path)
         if match is None:
             continue
         if request is None:  # one for every route that looks at it: its parts do not change
-            query = parse_qs(split.query, keep_blank_values=False) if split.query else {}
+            query = parse_qs(query_text, keep_blank_values=False) if query_text else {}
             request = ApiRequest(store, headers, body, query, tlink_secret, log, client_cert)
         if candidate.claims is not None and not candidate.claims(request):
             continue
