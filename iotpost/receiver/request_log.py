@@ -39,6 +39,7 @@ class SeenRequests:
     def __init__(self, limit: Optional[int] = None) -> None:
         self._items: List[SeenRequest] = []
         self._cond = threading.Condition()
+        self._waiting = 0  # callers in wait_for: appends wake them, and only then (notify_all is not free)
         self.limit = limit
         self.total = 0
 
@@ -48,7 +49,8 @@ class SeenRequests:
             self.total += 1
             if self.limit is not None and len(self._items) > self.limit:
                 del self._items[: len(self._items) - self.limit]
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     def snapshot(self) -> List[SeenRequest]:
         """A copy, safe to iterate while requests keep arriving."""
@@ -64,7 +66,11 @@ class SeenRequests:
     def wait_for(self, count: int, timeout: float = 5.0) -> bool:
         """Block until at least ``count`` requests were seen in all (False on timeout)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self.total >= count, timeout)
+            self._waiting += 1
+            try:
+                return self._cond.wait_for(lambda: self.total >= count, timeout)
+            finally:
+                self._waiting -= 1
 
     def for_path(self, path: str, method: Optional[str] = None) -> List[SeenRequest]:
         """Requests whose path (without query) is ``path``."""
