@@ -498,6 +498,38 @@ class RoutesWithoutSocketsTest(unittest.TestCase):
         reply = self.dispatch("GET", "/api/users/385/devices/1/latest")
         self.assertEqual((reply.status, reply.body), (404, {"error": "Device not found"}))
 
+    def test_the_usual_target_shortcuts_answer_as_the_full_parse_does(self):
+        """target_reply and dispatch skip urlsplit/unquote for a plain target: seeded targets show both ways agree."""
+        import random
+        from urllib.parse import unquote, urlsplit
+
+        from iotpost.receiver import handler, routes
+
+        def full_target_reply(target):
+            if handler._NOT_PRINTABLE.search(target):
+                return 400
+            for segment in urlsplit(target).path.split("/"):
+                decoded = unquote(segment)
+                if decoded in (".", "..") or handler._HIDDEN_IN_SEGMENT.search(decoded):
+                    return 404
+            return None
+
+        seen_paths = []
+        routes._BY_PATH = _Recording(routes._BY_PATH, seen_paths)
+        self.addCleanup(setattr, routes, "_BY_PATH", routes._BY_PATH.wrapped)
+        rng = random.Random(12)
+        checked = 0
+        for _ in range(20000):
+            target = "".join(rng.choice("/.%2fF5c\\a?#:x0") for _ in range(rng.randint(0, 9)))
+            reply = handler.target_reply(target)
+            self.assertEqual(None if reply is None else reply.status, full_target_reply(target), target)
+            del seen_paths[:]
+            self.dispatch("GET", target)
+            if seen_paths:
+                self.assertEqual(seen_paths[0], urlsplit(target).path, target)
+                checked += 1
+        self.assertGreater(checked, 10000)
+
     def test_query_readers(self):
         from iotpost.receiver.api_request import media_type, query_int, query_text
 
@@ -726,6 +758,18 @@ class ReceiverCliTest(unittest.TestCase):
         self.assertEqual(proc.wait(timeout=10), 66)
         errors = proc.stderr.read()
         self.assertTrue(errors.startswith("receiver.py: error: the certificate %s is missing" % missing), errors)
+
+
+class _Recording(dict):
+    """routes._BY_PATH, recording each path dispatch() looks up (the path it parsed from the target)."""
+
+    def __init__(self, wrapped, seen):
+        super().__init__(wrapped)
+        self.wrapped, self.seen = wrapped, seen
+
+    def get(self, path, default=None):
+        self.seen.append(path)
+        return dict.get(self, path, default)
 
 
 if __name__ == "__main__":
