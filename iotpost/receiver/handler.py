@@ -122,6 +122,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
 
     _fields: Optional[List[Tuple[str, str]]] = None  # this request's headers, when split here
     _first: "Optional[_FirstValues]" = None  # ...and by lower-case name, first value of each
+    _message: Any = None  # self.headers, once made (see the property)
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the senders reuse one connection
     disable_nagle_algorithm = True  # otherwise delayed ACK stalls each kept-alive answer ~40 ms
@@ -194,8 +195,9 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         items = _split_fields(fields) if len(fields) < MAX_HEADERS else None
         self._fields = items  # None: read them from self.headers
         self._first = None
+        self._message = None
         if items is not None and self._plain_request_line():
-            self.headers = self.MessageClass()  # what email's parser makes of an empty head, unparsed
+            pass  # self.headers is made from items only if something asks for it
         else:
             real = self.rfile
             # parse_request reads the already-checked fields from here. Where they split simply (no bare
@@ -209,8 +211,9 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             if not parsed:
                 return
         if items is not None:
-            for name, value in items:
-                self.headers.set_raw(name, value)
+            if self._message is not None:  # parse_request's (empty) message: the fields go in it
+                for name, value in items:
+                    self._message.set_raw(name, value)
             self._first = _FirstValues(items)
             if not self._connection_and_expect():
                 return
@@ -223,6 +226,24 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:  # the base class logs timeouts; a dead socket needs no log line
             self.close_connection = True
+
+    @property  # type: ignore[override]
+    def headers(self) -> Any:
+        """The request's headers as http.server's message; for the usual request, made on first use.
+
+        Routes read ``_first`` and the request log reads ``_fields``; building an email message that
+        nothing reads cost every request a few microseconds.
+        """
+        message = self._message
+        if message is None:
+            message = self._message = self.MessageClass()  # what email's parser makes of an empty head
+            for name, value in self._fields or ():
+                message.set_raw(name, value)
+        return message
+
+    @headers.setter
+    def headers(self, message: Any) -> None:  # parse_request sets it
+        self._message = message
 
     def _plain_request_line(self) -> bool:
         """Take the usual request line, ``METHOD /path HTTP/1.1`` (or 1.0), as parse_request would.
@@ -446,6 +467,8 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         """
         if reply.flask_json:
             body = (json.dumps(reply.body, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+        elif reply.rendered is not None:
+            body = reply.rendered
         else:
             body = json.dumps(reply.body).encode("utf-8")
         code = reply.status

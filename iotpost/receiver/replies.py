@@ -26,6 +26,7 @@ class Reply(NamedTuple):
     body: Json
     headers: Dict[str, str] = {}
     flask_json: bool = False  # rendered as Flask's jsonify does (compact, sorted keys, "\n"): TLINK's reference
+    rendered: Optional[bytes] = None  # the body as json.dumps(body) encodes it, when a route has it already
 
 
 def error_reply(status: int, message: str, code: Optional[str] = None, **headers: str) -> Reply:

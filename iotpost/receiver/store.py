@@ -80,6 +80,7 @@ class StoreResult(NamedTuple):
 
     response: Json
     replayed: bool
+    response_json: Optional[str] = None  # a fresh row's answer as json.dumps(response) gives it (encoded once)
 
 
 class TelemetryRecord(NamedTuple):
@@ -158,7 +159,7 @@ def _apply_row(db: sqlite3.Connection, row: _PendingRow) -> None:
     """
     params = row.params
     if db.execute(_INSERT_TELEMETRY, params).rowcount == 1:
-        row.result = StoreResult(row.response, False)
+        row.result = StoreResult(row.response, False, params[8])
         return
     key = params[6]
     found = db.execute(_FIND_KEY, (params[1], key)).fetchone() if key is not None else None
@@ -264,13 +265,15 @@ class TelemetryStore(TlinkTables):
         A lookup's timing can tell a caller something about stored digests, never about keys: finding
         a key from its SHA-256 is as hard as guessing it.
         """
-        if not api_key:
-            return None
+        return self.device_for_digest(key_digest(api_key)) if api_key else None
+
+    def device_for_digest(self, digest: bytes) -> Optional[str]:
+        """``authenticate`` for a key whose SHA-256 the caller already has (one digest per request)."""
         keys = self._keys
         if keys is None:
             # Every request authenticates; keys change only through register_device, which drops this.
             keys = self._keys = {bytes(d): dev for d, dev in self._query("SELECT key_sha256, device_id FROM api_keys")}
-        return keys.get(key_digest(api_key))
+        return keys.get(digest)
 
     # -- telemetry -------------------------------------------------------------------------
 
@@ -282,16 +285,19 @@ class TelemetryStore(TlinkTables):
         timestamp: Optional[str] = None,
         raw_body: Optional[bytes] = None,
         idempotency_key: Optional[str] = None,
+        ts_epoch: Optional[float] = None,
     ) -> StoreResult:
         """Store one accepted payload and return the platform's answer for it.
 
         With an idempotency key already used by this device: the same body (SHA-256 of the raw
         bytes) replays the first answer and stores nothing; a different body raises
-        IdempotencyKeyReused. Without a key every call stores a row.
+        IdempotencyKeyReused. Without a key every call stores a row. ``ts_epoch``: ``timestamp`` as
+        epoch seconds, when the caller parsed it already.
         """
         now = self.now()
         stamp = timestamp if timestamp is not None else iso_utc(now)
-        ts_epoch = parse_iso8601(stamp).timestamp()
+        if ts_epoch is None or timestamp is None:
+            ts_epoch = parse_iso8601(stamp).timestamp()
         body = raw_body if raw_body is not None else canonical_body(device_id, data, timestamp)
         body_sha = hashlib.sha256(body).digest()
         telemetry_id = _uuid4_text()
@@ -304,7 +310,7 @@ class TelemetryStore(TlinkTables):
             "metrics_stored": sorted(data),
         }
         row = _PendingRow((telemetry_id, device_id, stamp, ts_epoch, iso_utc(now),
-                           _to_json(data), idempotency_key, body_sha, _to_json(response)), response)
+                           _to_json(data), idempotency_key, body_sha, json.dumps(response)), response)
         self._commit_in_group(row)
         if row.error is not None:
             raise row.error

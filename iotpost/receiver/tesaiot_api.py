@@ -36,27 +36,32 @@ MAX_BATCH = 1000  # payloads per POST /api/v1/telemetry/batch (PROTOCOLS.md)
 
 def validate_telemetry(payload: Json) -> Optional[str]:
     """Why a TESAIoT payload is invalid (400 VALIDATION_ERROR), or None."""
+    return _check_telemetry(payload)[0]
+
+
+def _check_telemetry(payload: Json) -> Tuple[Optional[str], Optional[float]]:
+    """(why the payload is invalid or None, its timestamp as epoch seconds or None): parsed once."""
     device_id = payload.get("device_id")
     if device_id is None or device_id == "":
-        return "device_id is required"
+        return "device_id is required", None
     if not isinstance(device_id, str):
-        return "device_id must be a string"
+        return "device_id must be a string", None
     data = payload.get("data")
     if data is None:
-        return "data is required"
+        return "data is required", None
     if not isinstance(data, dict):
-        return "data must be an object"
+        return "data must be an object", None
     if not data:
-        return "data must not be empty"
+        return "data must not be empty", None
     stamp = payload.get("timestamp")
-    if stamp is not None:
-        try:
-            if not isinstance(stamp, str):
-                raise ValueError(stamp)
-            parse_iso8601(stamp)
-        except ValueError:
-            return "timestamp must be ISO 8601, like 2025-01-31T12:00:00Z"
-    return None
+    if stamp is None:
+        return None, None
+    try:
+        if not isinstance(stamp, str):
+            raise ValueError(stamp)
+        return None, parse_iso8601(stamp).timestamp()
+    except ValueError:
+        return "timestamp must be ISO 8601, like 2025-01-31T12:00:00Z", None
 
 
 def get_health(request: ApiRequest) -> Reply:
@@ -89,7 +94,7 @@ def post_telemetry(request: ApiRequest) -> Reply:
     refused, device, payload = read_telemetry_post(request)
     if refused is not None:
         return refused
-    problem = validate_telemetry(payload)
+    problem, epoch = _check_telemetry(payload)
     if problem is not None:
         return validation_error(problem)
     if device is None:
@@ -105,10 +110,13 @@ def post_telemetry(request: ApiRequest) -> Reply:
         return validation_error("Idempotency-Key must be at most %d characters" % MAX_IDEMPOTENCY_KEY)
     try:
         result = store.store_telemetry(device, payload["data"], timestamp=payload.get("timestamp"),
-                                       raw_body=body, idempotency_key=key)
+                                       raw_body=body, idempotency_key=key, ts_epoch=epoch)
     except IdempotencyKeyReused:
         return error_reply(422, "Idempotency-Key reused with a different payload", "IDEMPOTENCY_KEY_REUSED")
-    return Reply(200, result.response, {"Idempotent-Replayed": "true"} if result.replayed else {})
+    if result.replayed:
+        return Reply(200, result.response, {"Idempotent-Replayed": "true"})
+    rendered = result.response_json.encode("ascii") if result.response_json is not None else None
+    return Reply(200, result.response, {}, rendered=rendered)
 
 
 class BatchFaults(NamedTuple):
