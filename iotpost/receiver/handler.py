@@ -93,8 +93,14 @@ class _FirstValues(Dict[str, str]):
 
     def __init__(self, items: Any) -> None:
         super().__init__()
+        joined: Dict[str, str] = {}
         for name, value in items:
-            self.setdefault(name.lower(), value)
+            key = name.lower()
+            if key in joined:
+                joined[key] = joined[key] + ", " + value
+            else:
+                joined[key] = self[key] = value
+        self.joined = joined  # every value of a repeated header, joined with ", " (the request log's view)
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:  # type: ignore[override]
         return dict.get(self, name.lower(), default)
@@ -123,6 +129,7 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
     _fields: Optional[List[Tuple[str, str]]] = None  # this request's headers, when split here
     _first: "Optional[_FirstValues]" = None  # ...and by lower-case name, first value of each
     _message: Any = None  # self.headers, once made (see the property)
+    _client_cert: Optional[bool] = None  # whether this connection's peer presented a verified certificate
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the senders reuse one connection
     disable_nagle_algorithm = True  # otherwise delayed ACK stalls each kept-alive answer ~40 ms
@@ -416,6 +423,8 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
         return self._fields if self._fields is not None else self.headers.items()
 
     def _header_dict(self) -> Dict[str, str]:
+        if self._first is not None:
+            return self._first.joined  # made in the same pass as _first
         headers: Dict[str, str] = {}
         for name, value in self._header_items():
             key = name.lower()
@@ -451,12 +460,20 @@ class TwinRequestHandler(http.server.BaseHTTPRequestHandler):
                         tlink_secret=twin.tlink_secret, log=twin.log, client_cert=self._verified_client_cert())
 
     def _verified_client_cert(self) -> bool:
-        """A client certificate was presented and verified (only asked for with --client-ca)."""
-        getpeercert = getattr(self.connection, "getpeercert", None)
-        try:
-            return bool(getpeercert()) if getpeercert is not None else False
-        except (ValueError, OSError):  # not connected any more: no certificate to speak of
-            return False
+        """A client certificate was presented and verified (only asked for with --client-ca).
+
+        Asked once per connection: TLS 1.3 has no renegotiation, and the twin's context refuses it
+        in TLS 1.2 (OP_NO_RENEGOTIATION), so the peer cannot change.
+        """
+        known = self._client_cert
+        if known is None:
+            getpeercert = getattr(self.connection, "getpeercert", None)
+            try:
+                known = bool(getpeercert()) if getpeercert is not None else False
+            except (ValueError, OSError):  # not connected any more: no certificate to speak of
+                return False
+            self._client_cert = known
+        return known
 
     def _render(self, reply: Reply) -> bytes:
         """The whole response as bytes (one write, and faults can spoil it afterwards).

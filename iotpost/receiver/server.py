@@ -524,6 +524,8 @@ def build_server_context(certfile: PathLike, keyfile: Optional[PathLike] = None,
     issuer fails the handshake)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.2 renegotiation: a connection's peer (and its client certificate) is the one of its handshake.
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     context.load_cert_chain(str(certfile), None if keyfile is None else str(keyfile))
     if client_ca is not None:
         context.load_verify_locations(cafile=str(client_ca))
