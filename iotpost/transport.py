@@ -19,11 +19,12 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Mapping, Optional, Tuple
+    from typing import Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
@@ -69,9 +70,40 @@ def proxy_secrets(flag: Optional[str], environ: Mapping[str, str]) -> List[str]:
 class Response(Record):
     status: int
     reason: str
-    headers: Dict[str, str]  # lower-case names
+    headers: Mapping[str, str]  # lower-case names (a dict, or AnswerHeaders)
     body: bytes
     latency: float  # seconds from sending the request to the end of the body
+
+
+class AnswerHeaders(Mapping):
+    """An answer's headers by lower-case name, read from http.client's message only when asked.
+
+    A burst's 2xx answers are never asked (only --verbose, a retry's Retry-After, a redirect's
+    Location and the doctor's Date are), so they skip building the mapping per payload.
+    """
+
+    __slots__ = ("_message", "_by_name")
+
+    def __init__(self, message) -> None:
+        self._message = message  # http.client.HTTPMessage
+        self._by_name: Optional[Dict[str, str]] = None
+
+    def _lower(self) -> Dict[str, str]:
+        if self._by_name is None:
+            self._by_name = {k.lower(): v for k, v in self._message.items()}
+        return self._by_name
+
+    def __getitem__(self, name: str) -> str:
+        return self._lower()[name]
+
+    def __iter__(self):
+        return iter(self._lower())
+
+    def __len__(self) -> int:
+        return len(self._lower())
+
+    def __repr__(self) -> str:
+        return repr(self._lower())
 
 
 def classify_network_error(exc: BaseException, target: Target, timeout: float) -> IotPostError:
@@ -380,8 +412,7 @@ class Transport:
             self.close()
             raise self._classify(exc) from None
         latency = self._clock() - started
-        result = Response(resp.status, resp.reason or "", {k.lower(): v for k, v in resp.getheaders()},
-                          data, latency)
+        result = Response(resp.status, resp.reason or "", AnswerHeaders(resp.msg), data, latency)
         if resp.will_close or oversized:
             self.close()  # the next send reconnects explicitly, so TLS errors stay classified
         refused = self._client_cert_answer(result)
