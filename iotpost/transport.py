@@ -202,6 +202,7 @@ class Transport:
         self._clock = clock
         self._conn = None  # type: ignore[var-annotated]
         self._tls_version: Optional[str] = None  # of the newest connection
+        self._lines: Dict[Tuple[str, str], bytes] = {}  # (name, value) -> its checked header line
         self.proxy = None  # an iotpost.proxy.Proxy when connections go through a CONNECT tunnel
         env = os.environ if environ is None else environ
         # Plain http:// reaches this machine only (--allow-http): a proxy's "localhost" is not ours,
@@ -398,10 +399,16 @@ class Transport:
         started = self._clock()
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value)
-            if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
-                conn.putheader("Content-Length", str(len(body)))
+            lines = self._header_lines(headers)
+            if lines is not None and hasattr(conn, "_output"):
+                if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
+                    lines.append(b"Content-Length: %d" % len(body))
+                conn._output(b"\r\n".join(lines))  # the lines putheader would have added, in one
+            else:  # putheader judges what the lines above do not take (and raises as it always has)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                if body or method not in ("GET", "HEAD"):
+                    conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             resp = conn.getresponse()
             data = resp.read(MAX_RESPONSE_BYTES)
@@ -420,6 +427,35 @@ class Transport:
             self.close()
             raise refused
         return result
+
+    def _header_lines(self, headers: List[Tuple[str, str]]) -> Optional[List[bytes]]:
+        """``Name: value`` lines as http.client's putheader writes them, or None if one needs its judgement.
+
+        putheader checks every name and value with a regular expression and encodes both on every
+        request; a burst repeats the same User-Agent, Content-Type and key on each payload, so a line
+        is checked and encoded once and kept (the first 64 distinct ones: the constant lines are
+        among them; later one-off lines, each payload's own Idempotency-Key, are checked each time
+        and not kept, so the table stays small). Taken here: a str name with no colon,
+        line break or leading white space, a str value with no line break (putheader allows folded
+        lines; we never send one), both encodable as putheader encodes them.
+        """
+        known = self._lines
+        lines = []
+        for pair in headers:
+            line = known.get(pair)
+            if line is None:
+                name, value = pair
+                if (type(name) is not str or type(value) is not str or not name or ":" in name or "\r" in name
+                        or "\n" in name or name[0].isspace() or "\r" in value or "\n" in value):
+                    return None
+                try:
+                    line = name.encode("ascii") + b": " + value.encode("latin-1")
+                except UnicodeEncodeError:
+                    return None
+                if len(known) < 64:
+                    known[pair] = line
+            lines.append(line)
+        return lines
 
     def _client_cert_answer(self, response: Response) -> Optional[IotPostError]:
         """nginx (ssl_verify_client on) answers a missing or refused client certificate with HTTP 400,
