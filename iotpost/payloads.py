@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import json.encoder
 import os
 import random
 import re
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
+    from typing import Any, Callable, Dict, Optional
 
 if TYPE_CHECKING:
     Json = Dict[str, Any]
@@ -32,8 +33,13 @@ _ISO8601 = None  # compiled on first use: a generated send stamps times, it neve
 
 def iso_utc(epoch_seconds: float) -> str:
     """ISO 8601 in UTC with an explicit +00:00 offset, second resolution (the seed's format)."""
-    moment = _dt.datetime.fromtimestamp(int(epoch_seconds), tz=_dt.timezone.utc)
-    return moment.isoformat()
+    whole = int(epoch_seconds)
+    if whole != _LAST_SECOND[0]:  # a burst stamps many readings in one second: formatted once
+        _LAST_SECOND[:] = [whole, _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).isoformat()]
+    return _LAST_SECOND[1]
+
+
+_LAST_SECOND: list = [None, ""]  # [epoch second, its iso_utc text]
 
 
 def iso_utc_ms(epoch_seconds: float) -> str:
@@ -90,8 +96,92 @@ def encode(payload: Json) -> bytes:
     return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+# How encode() writes each scalar type (exact types only: a subclass goes the whole way through json).
+# All are C functions, no Python call per value; a float that is not finite (which json writes as
+# NaN/Infinity, repr as nan/inf) sends its body through encode() instead.
+_SCALARS = {str: json.encoder.encode_basestring_ascii, int: int.__repr__, float: float.__repr__,
+            bool: {True: "true", False: "false"}.__getitem__, type(None): {None: "null"}.__getitem__}
+_SLOT = "\x00iotpost-slot-%s\x00"
+
+
+class BodyEncoder:
+    """``encode(make_body(device_id, data, metadata, stamp))``, with what a burst repeats encoded once.
+
+    A burst's readings share their keys; only the values and the timestamp change. Once two readings
+    in a row have the same keys, the body is encoded once with a marker in each value's place and
+    split there: later bodies are those pieces with each value encoded by its type as json writes it.
+    That template is checked against encode() on the reading that made it; a body it cannot make
+    (a nested value, a type json treats specially, other keys) goes through encode() as before.
+    """
+
+    _MAX_TEMPLATES = 16  # an input whose keys keep changing stops making templates
+
+    def __init__(self, make_body: Callable[[str, Json, Optional[Json], str], Json], device_id: str,
+                 metadata: Optional[Json] = None) -> None:
+        self._make = make_body
+        self._device_id = device_id
+        self._metadata = metadata
+        self._last_keys: Optional[tuple] = None
+        self._keys: Optional[tuple] = None  # the keys of the template in use
+        self._format = ""  # the body with %s in each slot
+        self._order: tuple = ()  # the slot (data value index; len(keys): the stamp) of each %s
+        self._templates = 0
+
+    def __call__(self, data: Json, stamp: str) -> bytes:
+        keys = tuple(data)
+        if keys == self._keys:
+            text = self._fill(data, stamp)
+            if text is not None:
+                return text.encode("ascii")
+        body = encode(self._make(self._device_id, data, self._metadata, stamp))
+        if keys == self._last_keys and keys != self._keys and self._templates < self._MAX_TEMPLATES:
+            self._templates += 1
+            self._template(keys)
+            if self._keys is not None and (self._fill(data, stamp) or "").encode("ascii") != body:
+                self._keys = None  # make_body does more than place the values: encode every body
+                self._templates = self._MAX_TEMPLATES
+        self._last_keys = keys
+        return body
+
+    def _fill(self, data: Json, stamp: str) -> Optional[str]:
+        values = []
+        for value in data.values():
+            write = _SCALARS.get(type(value))
+            if write is None:
+                return None
+            values.append(write(value))
+        if "nan" in values or "inf" in values or "-inf" in values:
+            return None
+        values.append(json.encoder.encode_basestring_ascii(stamp))
+        return self._format % tuple([values[i] for i in self._order])
+
+    def _template(self, keys: tuple) -> None:
+        """Encode a body with markers for the values and the stamp; keep it as a format string, or nothing."""
+        self._keys = None
+        marks = {key: _SLOT % i for i, key in enumerate(keys)}
+        text = encode(self._make(self._device_id, marks, self._metadata, _SLOT % "stamp")).decode("ascii")
+        found = []
+        for slot, mark in list(enumerate(marks.values())) + [(len(keys), _SLOT % "stamp")]:
+            quoted = json.dumps(mark)
+            count = text.count(quoted)
+            if count > 1 or (count == 0 and slot < len(keys)):
+                return  # a value placed twice, or not at all: not a body this template can make
+            if count:
+                found.append((text.index(quoted), quoted, slot))
+        found.sort()
+        pieces, order, at = [], [], 0
+        for where, quoted, slot in found:
+            pieces.append(text[at:where].replace("%", "%%"))
+            order.append(slot)
+            at = where + len(quoted)
+        pieces.append(text[at:].replace("%", "%%"))
+        self._format = "%s".join(pieces)
+        self._order = tuple(order)
+        self._keys = keys
+
+
 def _walk(rng: random.Random, value: float, step: float, low: float, high: float) -> float:
-    value += rng.uniform(-step, step)
+    value += -step + (step + step) * rng.random()  # rng.uniform(-step, step), the same float, one call fewer
     # Reflect at the bounds so values stay plausible without sticking to an edge.
     if value < low:
         value = low + (low - value)

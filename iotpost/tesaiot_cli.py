@@ -28,7 +28,7 @@ from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
-from .payloads import MedicalSignals, encode
+from .payloads import BodyEncoder, MedicalSignals
 from .platforms import DEFAULT as DEFAULT_PLATFORM
 from .platforms import SENDING, Platform, load
 from .profiles import Credentials
@@ -170,6 +170,7 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
             lines = items
 
     seen_times: set = set()
+    encode_body = BodyEncoder(platform.make_body, device_id, s.metadata)  # a burst's keys are encoded once
 
     def _payload(device_id: str, item: DataItem, env: Environment) -> bytes:
         stamp = item.timestamp or platform.stamp(reading_time(env))
@@ -178,7 +179,7 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
                 warn("two readings of this run carry the timestamp %s: %s keeps one reading per device and "
                      "millisecond, so the later one replaces the earlier" % (stamp, platform.name))
             seen_times.add(stamp)
-        return encode(platform.make_body(device_id, item.data, s.metadata, stamp))
+        return encode_body(item.data, stamp)
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
         if s.data_file is not None and is_stream(s.data_file):

@@ -131,3 +131,73 @@ class HeaderLineTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BodyEncoderTests(unittest.TestCase):
+    """The template must give encode(make_body(...)) byte for byte, or step aside."""
+
+    STAMP = "2026-11-27T10:00:00+00:00"
+
+    def check(self, make_body, readings, metadata=None, device="dev-1"):
+        from iotpost.payloads import BodyEncoder, encode
+
+        encoder = BodyEncoder(make_body, device, metadata)
+        for n, data in enumerate(readings):
+            stamp = "2026-11-27T10:00:%02d+00:00" % (n % 60)
+            self.assertEqual(encoder(data, stamp), encode(make_body(device, data, metadata, stamp)), data)
+        return encoder
+
+    def test_generated_readings_on_every_platform(self):
+        from iotpost.payloads import MedicalSignals
+        from iotpost.platforms import load
+
+        for name in ("tesaiot", "iotflow", "connectivity"):
+            for metadata in (None, {"room": "7%", "reading_time": "set by hand"}, {"unit": "\u00b0C {x}"}):
+                gen = MedicalSignals(seed=3)
+                encoder = self.check(load(name).make_body, [gen.next() for _ in range(300)], metadata)
+                self.assertIsNotNone(encoder._keys, name)  # the template was used, not only encode()
+
+    def test_values_json_treats_specially_and_changing_keys_step_aside(self):
+        import enum
+
+        class Level(enum.IntEnum):
+            HIGH = 3
+
+        base = {"t": 21.5, "ok": True, "note": "caf\u00e9 \"q\" \\ %s {}", "n": None, "i": 7}
+        odd = [dict(base, t=float("nan")), dict(base, t=float("inf")), dict(base, t=-float("inf")),
+               dict(base, i=Level.HIGH), dict(base, note=["nested", 1]), dict(base, t=1e300 * 10),
+               {"other": 1}, dict(base, ok=False), dict(base, i=-0, t=-0.0), dict(base, n="nan")]
+        readings = []
+        for value in odd:
+            readings += [base, base, value, base]
+        from iotpost.platforms import load
+
+        self.check(load("tesaiot").make_body, readings)
+
+    def test_a_make_body_that_changes_values_is_never_templated(self):
+        def rounding(device_id, data, metadata, stamp):
+            return {"device": device_id, "data": {k: round(v) if isinstance(v, float) else v for k, v in data.items()},
+                    "at": stamp}
+
+        encoder = self.check(rounding, [{"t": 21.5 + n, "s": "x"} for n in range(10)])
+        self.assertIsNone(encoder._keys)
+
+    def test_the_walk_draws_the_floats_uniform_drew(self):
+        import random
+
+        from iotpost.payloads import _walk
+
+        def old_walk(rng, value, step, low, high):
+            value += rng.uniform(-step, step)
+            if value < low:
+                value = low + (low - value)
+            if value > high:
+                value = high - (value - high)
+            return min(max(value, low), high)
+
+        for seed in range(50):
+            a, b = random.Random(seed), random.Random(seed)
+            va = vb = 96.0
+            for step in (0.6, 0.05, 2.5, 0.3, 4.0) * 40:
+                va, vb = _walk(a, va, step, 92.0, 100.0), old_walk(b, vb, step, 92.0, 100.0)
+                self.assertEqual(va, vb)
