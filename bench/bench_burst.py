@@ -284,7 +284,7 @@ def rows(n: int, rounds: int, with_instructions: bool, small: int = 100, extra: 
         out.append(["burst of %d, %s (throughput)" % (n, kind), name, "%.0f payloads/s%s" % (n / seconds, used),
                     "%.2fx" % (curl / seconds) if curl else "-", "%.2fx" % (raw / seconds)])
     if counts is None:
-        out.append(["burst, %s (instructions/payload)" % kind, "-", "valgrind not installed (or skipped)", "-", "-"])
+        out.append(["burst, %s (instructions/payload)" % kind, "-", "not counted (--quick, or no valgrind)", "-", "-"])
         return out
     for name, per in sorted(counts.items(), key=lambda kv: kv[1]):
         out.append(["burst, %s (instructions/payload)" % kind, name,
