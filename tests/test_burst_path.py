@@ -182,6 +182,15 @@ class BodyEncoderTests(unittest.TestCase):
         encoder = self.check(rounding, [{"t": 21.5 + n, "s": "x"} for n in range(10)])
         self.assertIsNone(encoder._keys)
 
+    def test_a_make_body_that_refuses_markers_is_never_templated(self):
+        def strict(device_id, data, metadata, stamp):
+            if not all(isinstance(v, float) for v in data.values()):
+                raise TypeError("floats only")
+            return {"device": device_id, "data": data, "at": stamp}
+
+        encoder = self.check(strict, [{"t": 21.5 + n} for n in range(10)])
+        self.assertIsNone(encoder._keys)
+
     def test_the_walk_draws_the_floats_uniform_drew(self):
         import random
 
