@@ -49,6 +49,8 @@ class MemorySpool:
         return item
 
     def claim(self, profile: str, now: float, newest: bool = False) -> Optional[SpoolItem]:
+        if not self._items:  # a burst asks again after each payload, and finds the spool empty
+            return None
         batch = self.claim_batch(profile, now, 1, newest)
         return batch[0] if batch else None
 

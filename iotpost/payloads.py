@@ -77,12 +77,25 @@ def parse_iso8601(text: str, default_tz: Optional[_dt.tzinfo] = _UTC) -> _dt.dat
 
 
 def new_idempotency_key() -> str:
-    """A random UUID4 string, without importing uuid on the cold path."""
-    raw = bytearray(os.urandom(16))
+    """A random UUID4 string, without importing uuid on the cold path.
+
+    The random bytes come from os.urandom 4 KiB at a time (256 keys): a burst asks once per payload,
+    and a system call each time was the largest part of a key's cost. A forked child starts afresh,
+    so it never repeats its parent's keys.
+    """
+    if not _RANDOM:
+        _RANDOM[:] = os.urandom(4096)
+    raw = _RANDOM[-16:]
+    del _RANDOM[-16:]
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
     return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+_RANDOM = bytearray()  # os.urandom bytes not yet used by new_idempotency_key
+if hasattr(os, "register_at_fork"):  # POSIX: a child must not reuse bytes its parent will use too
+    os.register_at_fork(after_in_child=_RANDOM.clear)
 
 
 def make_payload(device_id: str, data: Json, timestamp: str) -> Json:

@@ -7,6 +7,7 @@ a repeated answer read once (Sender), generated bodies from a template (payloads
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import threading
 import unittest
@@ -131,6 +132,35 @@ class HeaderLineTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class IdempotencyKeyTests(unittest.TestCase):
+    def test_keys_drawn_from_the_buffer_are_distinct_uuid4s_across_refills(self):
+        import uuid
+
+        from iotpost.payloads import new_idempotency_key
+
+        keys = [new_idempotency_key() for _ in range(1000)]  # several 256-key refills
+        self.assertEqual(len(set(keys)), len(keys))
+        for key in keys:
+            parsed = uuid.UUID(key)
+            self.assertEqual((str(parsed), parsed.version, parsed.variant), (key, 4, uuid.RFC_4122))
+
+    @unittest.skipUnless(hasattr(os, "fork"), "POSIX only")
+    def test_a_forked_child_never_repeats_its_parents_next_key(self):
+        from iotpost.payloads import new_idempotency_key
+
+        new_idempotency_key()  # the buffer now holds bytes the parent will use next
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.write(write, new_idempotency_key().encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        child = os.read(read, 100).decode()
+        os.close(read)
+        self.assertNotEqual(child, new_idempotency_key())
 
 
 class BodyEncoderTests(unittest.TestCase):
