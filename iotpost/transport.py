@@ -203,6 +203,8 @@ class Transport:
         self._conn = None  # type: ignore[var-annotated]
         self._tls_version: Optional[str] = None  # of the newest connection
         self._lines: Dict[Tuple[str, str], bytes] = {}  # (name, value) -> its checked header line
+        self._host: Optional[bytes] = None  # the Host line putrequest writes (b"": none learnt)
+        self._requests = 0
         self.proxy = None  # an iotpost.proxy.Proxy when connections go through a CONNECT tunnel
         env = os.environ if environ is None else environ
         # Plain http:// reaches this machine only (--allow-http): a proxy's "localhost" is not ours,
@@ -398,9 +400,12 @@ class Transport:
         conn = self._conn
         started = self._clock()
         try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            lines = self._header_lines(headers)
-            if lines is not None and hasattr(conn, "_output"):
+            lines = self._header_lines(headers) if hasattr(conn, "_output") else None
+            host = self._host_line(conn) if lines is not None else None
+            conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
+            if lines is not None:
+                if host is not None:
+                    lines.insert(0, host)
                 if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
                     lines.append(b"Content-Length: %d" % len(body))
                 conn._output(b"\r\n".join(lines))  # the lines putheader would have added, in one
@@ -427,6 +432,34 @@ class Transport:
             self.close()
             raise refused
         return result
+
+    def _host_line(self, conn) -> Optional[bytes]:
+        """The Host line putrequest writes on this connection, learnt from putrequest itself, from the
+        second request on (a one-off send does not pay for learning it).
+
+        putrequest works it out on every request (IDNA, IPv6 brackets and zone, the port unless it is the
+        scheme's default: rules that differ between Python versions), so it is asked once, on a
+        connection object that only captures what it would send, and the line is kept.
+        """
+        if self._host is None:
+            self._requests += 1
+            if self._requests < 2:
+                return None
+            import http.client
+
+            written: List[bytes] = []
+
+            class Capture(http.client.HTTPConnection):
+                def send(self, data) -> None:  # what endheaders would send: kept, never sent
+                    written.append(bytes(data))
+
+            scratch = Capture(conn.host, conn.port)
+            scratch.default_port = conn.default_port
+            scratch.putrequest("GET", "/", skip_accept_encoding=True)
+            scratch.endheaders()
+            found = [line for line in b"".join(written).split(b"\r\n") if line[:5].lower() == b"host:"]
+            self._host = found[0] if len(found) == 1 else b""
+        return self._host or None
 
     def _header_lines(self, headers: List[Tuple[str, str]]) -> Optional[List[bytes]]:
         """``Name: value`` lines as http.client's putheader writes them, or None if one needs its judgement.

@@ -106,6 +106,17 @@ class HeaderLineTests(unittest.TestCase):
         self.assertEqual(self.server.requests, sent)
         self.assertIn(b"\r\nX-API-KEY: tesa_ak_caf\xe9\r\n", self.server.requests[2])
 
+    def test_the_host_line_is_learnt_from_putrequest_from_the_second_request_on(self):
+        import ssl
+
+        cases = {("b\u00fccher.example", 443): b"Host: xn--bcher-kva.example", ("::1", 8443): b"Host: [::1]:8443",
+                 ("tesaiot.com", 443): b"Host: tesaiot.com", ("127.0.0.1", 80): b"Host: 127.0.0.1:80"}
+        for (host, port), line in cases.items():
+            transport = Transport(self.target, None, 5)
+            conn = http.client.HTTPSConnection(host, port, context=ssl.create_default_context())
+            self.assertIsNone(transport._host_line(conn))  # a one-off send leaves it to putrequest
+            self.assertEqual(transport._host_line(conn), line)
+
     def test_a_value_with_a_line_break_is_refused_as_putheader_refuses_it_and_nothing_is_sent(self):
         good = [("User-Agent", "iotpost/test")]
         self.transport.send("POST", "/api/v1/telemetry", good, b"{}")
