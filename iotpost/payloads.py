@@ -203,7 +203,9 @@ def _walk(rng: random.Random, value: float, step: float, low: float, high: float
         value = low + (low - value)
     if value > high:
         value = high - (value - high)
-    return min(max(value, low), high)
+    if value < low:  # min(max(value, low), high), without the two calls
+        return low
+    return high if value > high else value
 
 
 class MedicalSignals:
@@ -226,13 +228,13 @@ class MedicalSignals:
         self._temp = _walk(rng, self._temp, 0.05, 35.8, 38.2)
         self._hr = _walk(rng, self._hr, 2.5, 50.0, 120.0)
         self._pi = _walk(rng, self._pi, 0.3, 0.5, 10.0)
-        heart_rate = int(round(self._hr))
+        heart_rate = round(self._hr)
         rr = 60000.0 / self._hr
         qt = 400.0 * (rr / 1000.0) ** 0.5  # Bazett: QT = QTc * sqrt(RR in s), QTc ~ 400 ms
         motion = rng.random() < 0.1
-        quality = int(round(_walk(rng, 96.0, 4.0, 70.0, 100.0) - (15 if motion else 0)))
+        quality = round(_walk(rng, 96.0, 4.0, 70.0, 100.0) - (15 if motion else 0))  # round() of a float is an int
         return {
-            "spo2": int(round(self._spo2)),
+            "spo2": round(self._spo2),
             "spo2_unit": "%",
             "temperature": round(self._temp, 2),
             "temperature_unit": "°C",
