@@ -203,6 +203,7 @@ class Transport:
         self._conn = None  # type: ignore[var-annotated]
         self._tls_version: Optional[str] = None  # of the newest connection
         self._lines: Dict[Tuple[str, str], bytes] = {}  # (name, value) -> its checked header line
+        self._stale: tuple = _STALE  # + http.client.RemoteDisconnected once a connection is opened
         self._host: Optional[bytes] = None  # the Host line putrequest writes (b"": none learnt)
         self._requests = 0
         self.proxy = None  # an iotpost.proxy.Proxy when connections go through a CONNECT tunnel
@@ -227,6 +228,9 @@ class Transport:
     def _open(self):
         import http.client
 
+        # What a stale kept-alive connection raises, http.client's own included: set here, before the
+        # first exchange can raise it, so a send does not import http.client again each time.
+        self._stale = _STALE + (http.client.RemoteDisconnected,)
         t = self.target
         try:
             if t.scheme == "https":
@@ -374,12 +378,10 @@ class Transport:
 
     def send(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
         """One request and its response; raises IotPostError for anything but an HTTP answer."""
-        import http.client
-
         reused = self._conn is not None
         try:
             return self._exchange(method, path, headers, body)
-        except _STALE + (http.client.RemoteDisconnected,) as exc:
+        except self._stale as exc:
             self.close()
             if not reused:
                 raise self._classify(exc, fresh=True) from None
@@ -393,8 +395,6 @@ class Transport:
             raise self._classify(exc, fresh=True) from None
 
     def _exchange(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
-        import http.client
-
         if self._conn is None:
             self._conn = self._open()
         conn = self._conn
@@ -418,7 +418,7 @@ class Transport:
             resp = conn.getresponse()
             data = resp.read(MAX_RESPONSE_BYTES)
             oversized = not resp.isclosed()  # more than we keep: never drain an unbounded body
-        except _STALE + (http.client.RemoteDisconnected,):
+        except self._stale:
             raise
         except Exception as exc:
             self.close()
