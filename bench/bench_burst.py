@@ -191,8 +191,9 @@ def clean_env() -> Dict[str, str]:
 class Contenders:
     """The three commands, for any payload count."""
 
-    def __init__(self, tmp: Path, server: Server, bundle: Path, body: str, have_curl: bool) -> None:
-        self.py = sys.executable
+    def __init__(self, tmp: Path, server: Server, bundle: Path, body: str, have_curl: bool,
+                 no_site: bool = False) -> None:
+        self.py = [sys.executable] + (["-S"] if no_site else [])
         self.server = server
         self.bundle = bundle
         self.body = body
@@ -202,9 +203,9 @@ class Contenders:
 
     def commands(self, n: int) -> Dict[str, List[str]]:
         cmds = {
-            "post_https_sample.py": [self.py, str(ROOT / "post_https_sample.py"), "--certs-dir", str(self.bundle),
+            "post_https_sample.py": self.py + [str(ROOT / "post_https_sample.py"), "--certs-dir", str(self.bundle),
                                      "--quiet", "--count", str(n), "--interval", "0"],
-            "raw http.client": [self.py, str(self.raw_script), str(self.server.port), str(CERTS / "ca.pem"), KEY,
+            "raw http.client": self.py + [str(self.raw_script), str(self.server.port), str(CERTS / "ca.pem"), KEY,
                                 self.body, str(n)],
         }
         if self.have_curl:
@@ -256,13 +257,14 @@ def per_payload_instructions(c: Contenders, small: int, extra: int) -> Dict[str,
 
 
 def measure(n: int, rounds: int, with_instructions: bool, small: int = 100, extra: int = 1000,
-            on_twin: bool = False) -> Tuple[str, Dict[str, Tuple[float, int]], Optional[Dict[str, float]]]:
+            on_twin: bool = False, no_site: bool = False
+            ) -> Tuple[str, Dict[str, Tuple[float, int]], Optional[Dict[str, float]]]:
     """(server kind, wall results, per-payload instructions or None): the rows run_all.py prints too."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-burst-"))
     server = Server(tmp, prefer_nginx=not on_twin)
     try:
         bundle = make_bundle(tmp / "bundle", server.url)
-        c = Contenders(tmp, server, bundle, sample_body(), shutil.which("curl") is not None)
+        c = Contenders(tmp, server, bundle, sample_body(), shutil.which("curl") is not None, no_site)
         walls = wall_rows(c, n, rounds)
         counts = None
         if with_instructions and shutil.which("valgrind") is not None:
@@ -302,11 +304,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--extra", type=int, default=1000, help="payloads the larger callgrind run adds (default 1000)")
     p.add_argument("--no-instructions", action="store_true", help="wall clock only (callgrind takes minutes)")
     p.add_argument("--twin", action="store_true", help="serve with the twin even when nginx is installed")
+    p.add_argument("--no-site", action="store_true",
+                   help="python -S for both Python contenders (as bench_coldsend.py): no site-packages .pth at start")
     ns = p.parse_args(argv)
-    kind, walls, counts = measure(ns.count, ns.rounds, not ns.no_instructions, ns.small, ns.extra, ns.twin)
+    kind, walls, counts = measure(ns.count, ns.rounds, not ns.no_instructions, ns.small, ns.extra, ns.twin,
+                                  ns.no_site)
     curl = walls.get("curl --next", (None, 0))[0]
-    print("python %s; server %s; %d payloads x %d rounds, medians" % (sys.version.split()[0], kind, ns.count,
-                                                                       ns.rounds))
+    print("python %s%s; server %s; %d payloads x %d rounds, medians" % (
+        sys.version.split()[0], " -S" if ns.no_site else "", kind, ns.count, ns.rounds))
     print("%-22s %12s %8s %6s" % ("contender", "payloads/s", "x curl", "conns"))
     for name, (seconds, conns) in walls.items():
         print("%-22s %12.0f %7s %6s" % (name, ns.count / seconds, "%.2fx" % (curl / seconds) if curl else "-",
