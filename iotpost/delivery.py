@@ -279,7 +279,8 @@ class Sender:
         attempts = 0
         while True:
             attempts += 1
-            self.out.request("POST", url, headers, body)
+            if self.out.verbose:  # the traffic is shown under --verbose only: no call per payload otherwise
+                self.out.request("POST", url, headers, body)
             try:
                 response = self.transport.send("POST", path, headers, body)
             except IotPostError as exc:
@@ -287,7 +288,8 @@ class Sender:
                     return _Outcome(None, exc.message, exc, attempts, False)
                 response, error, message, retry_after = None, exc, exc.message, None
             else:
-                self.out.response(response.status, response.reason, response.headers)
+                if self.out.verbose:
+                    self.out.response(response.status, response.reason, response.headers)
                 message = self._short_message(response.body) or response.reason
                 error = self._error_for(response, message, seq, url, what)
                 if error is None or not is_retryable_status(response.status):

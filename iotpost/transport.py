@@ -427,7 +427,7 @@ class Transport:
         result = Response(resp.status, resp.reason or "", AnswerHeaders(resp.msg), data, latency)
         if resp.will_close or oversized:
             self.close()  # the next send reconnects explicitly, so TLS errors stay classified
-        refused = self._client_cert_answer(result)
+        refused = self._client_cert_answer(result) if result.status == 400 else None
         if refused is not None:
             self.close()
             raise refused
