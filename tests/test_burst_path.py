@@ -21,8 +21,10 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Thing: One\r\n
 class RecordingServer:
     """Plain HTTP on 127.0.0.1: records each request's exact bytes, answers ANSWER, keeps the connection."""
 
-    def __init__(self, test: unittest.TestCase) -> None:
+    def __init__(self, test: unittest.TestCase, answer: bytes = ANSWER) -> None:
         self.requests: list = []
+        self.answer = answer
+        self.connections = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -43,6 +45,7 @@ class RecordingServer:
                 continue
             except OSError:
                 return
+            self.connections += 1
             with conn:
                 conn.settimeout(0.05)
                 data = b""
@@ -68,7 +71,10 @@ class RecordingServer:
                         continue
                     self.requests.append(head + sep + rest[:length])
                     data = rest[length:]
-                    conn.sendall(ANSWER)
+                    try:
+                        conn.sendall(self.answer)
+                    except OSError:
+                        break
 
 
 def putheader_request(port: int, path: str, headers, body: bytes) -> bytes:
@@ -143,6 +149,40 @@ class HeaderLineTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AnswerSizeTests(unittest.TestCase):
+    """The body is read up to its declared size (3.8/3.9 allocate what read() is asked for), never past the limit."""
+
+    def exchange(self, body: bytes, declared: int):
+        from iotpost.transport import MAX_RESPONSE_BYTES
+
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % declared + body
+        server = RecordingServer(self, answer)
+        target = parse_target("http://127.0.0.1:%d" % server.port, "/api/v1/telemetry", allow_http=True)
+        transport = Transport(target, None, 5)
+        self.addCleanup(transport.close)
+        bodies = [transport.send("POST", "/api/v1/telemetry", [], b"{}").body for _ in range(2)]
+        return bodies, server.connections, MAX_RESPONSE_BYTES
+
+    def test_a_small_body_is_read_whole_and_the_connection_kept(self):
+        bodies, connections, _ = self.exchange(b"{}", 2)
+        self.assertEqual((bodies, connections), ([b"{}", b"{}"], 1))
+
+    def test_a_body_at_the_limit_is_read_whole_and_the_connection_kept(self):
+        from iotpost.transport import MAX_RESPONSE_BYTES
+
+        body = b"x" * MAX_RESPONSE_BYTES
+        bodies, connections, _ = self.exchange(body, len(body))
+        self.assertEqual((bodies == [body, body], connections), (True, 1))
+
+    def test_a_body_past_the_limit_is_cut_there_and_the_connection_not_reused(self):
+        from iotpost.transport import MAX_RESPONSE_BYTES
+
+        body = b"y" * (MAX_RESPONSE_BYTES + 10)
+        bodies, connections, _ = self.exchange(body, len(body))
+        self.assertEqual([len(b) for b in bodies], [MAX_RESPONSE_BYTES] * 2)
+        self.assertEqual(connections, 2)
 
 
 class IdempotencyKeyTests(unittest.TestCase):
