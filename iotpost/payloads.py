@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import json.encoder
+import math
 import os
 import random
 import re
+from operator import itemgetter
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
@@ -109,22 +111,23 @@ def encode(payload: Json) -> bytes:
     return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-# How encode() writes each scalar type (exact types only: a subclass goes the whole way through json).
-# All are C functions, no Python call per value; a float that is not finite (which json writes as
-# NaN/Infinity, repr as nan/inf) sends its body through encode() instead.
-_SCALARS = {str: json.encoder.encode_basestring_ascii, int: int.__repr__, float: float.__repr__,
-            bool: {True: "true", False: "false"}.__getitem__, type(None): {None: "null"}.__getitem__}
+# How a template writes each scalar type as encode() does (exact types only: a subclass goes the whole way
+# through json): ints and floats by the format itself (%d, and %r: repr, which json uses for a finite float),
+# the others converted first by a C function.
+_SPEC = {int: "%d", float: "%r", str: "%s", bool: "%s", type(None): "%s"}
+_CONVERT = {str: json.encoder.encode_basestring_ascii, bool: {True: "true", False: "false"}.__getitem__,
+            type(None): {None: "null"}.__getitem__}
 _SLOT = "\x00iotpost-slot-%s\x00"
 
 
 class BodyEncoder:
     """``encode(make_body(device_id, data, metadata, stamp))``, with what a burst repeats encoded once.
 
-    A burst's readings share their keys; only the values and the timestamp change. Once two readings
-    in a row have the same keys, the body is encoded once with a marker in each value's place and
-    split there: later bodies are those pieces with each value encoded by its type as json writes it.
-    That template is checked against encode() on the reading that made it; a body it cannot make
-    (a nested value, a type json treats specially, other keys) goes through encode() as before.
+    A burst's readings share their keys and value types; only the values and the timestamp change.
+    Once two readings in a row have the same keys, the body is encoded once with a marker in each
+    value's place and kept as a %-format: later bodies fill in each value as json writes it. That
+    template is checked against encode() on the reading that made it; a body it cannot make (other
+    keys or types, a nested value, a float that is not finite) goes through encode() as before.
     """
 
     _MAX_TEMPLATES = 16  # an input whose keys keep changing stops making templates
@@ -136,8 +139,11 @@ class BodyEncoder:
         self._metadata = metadata
         self._last_keys: Optional[tuple] = None
         self._keys: Optional[tuple] = None  # the keys of the template in use
-        self._format = ""  # the body with %s in each slot
-        self._order: tuple = ()  # the slot (data value index; len(keys): the stamp) of each %s
+        self._format = ""  # the body as a %-format: each value's and the stamp's place
+        self._order: Callable[[list], tuple] = tuple  # the values (then the stamp) -> the format's arguments
+        self._types: tuple = ()  # the exact type of each value the template was made for
+        self._floats: tuple = ()  # which values are floats (checked finite)
+        self._convert: tuple = ()  # (which value, the C function that writes it) for str, bool and None
         self._templates = 0
 
     def __call__(self, data: Json, stamp: str) -> bytes:
@@ -149,7 +155,7 @@ class BodyEncoder:
         body = encode(self._make(self._device_id, data, self._metadata, stamp))
         if keys == self._last_keys and keys != self._keys and self._templates < self._MAX_TEMPLATES:
             self._templates += 1
-            self._template(keys)
+            self._template(data)
             if self._keys is not None and (self._fill(data, stamp) or "").encode("ascii") != body:
                 self._keys = None  # make_body does more than place the values: encode every body
                 self._templates = self._MAX_TEMPLATES
@@ -157,20 +163,22 @@ class BodyEncoder:
         return body
 
     def _fill(self, data: Json, stamp: str) -> Optional[str]:
-        values = []
-        for value in data.values():
-            write = _SCALARS.get(type(value))
-            if write is None:
-                return None
-            values.append(write(value))
-        if "nan" in values or "inf" in values or "-inf" in values:
+        values = list(data.values())
+        if tuple(map(type, values)) != self._types:
             return None
-        values.append(json.encoder.encode_basestring_ascii(stamp))
-        return self._format % tuple([values[i] for i in self._order])
+        if self._floats and not math.isfinite(sum(map(values.__getitem__, self._floats))):
+            return None  # json writes NaN/Infinity, repr nan/inf (a sum that overflows: encode() too)
+        for at, convert in self._convert:
+            values[at] = convert(values[at])
+        values.append(_CONVERT[str](stamp))
+        return self._format % self._order(values)
 
-    def _template(self, keys: tuple) -> None:
+    def _template(self, data: Json) -> None:
         """Encode a body with markers for the values and the stamp; keep it as a format string, or nothing."""
         self._keys = None
+        keys, types = tuple(data), tuple(map(type, data.values()))
+        if not all(t in _SPEC for t in types):
+            return  # a nested or special value: encode() every time
         marks = {key: _SLOT % i for i, key in enumerate(keys)}
         try:
             text = encode(self._make(self._device_id, marks, self._metadata, _SLOT % "stamp")).decode("ascii")
@@ -188,11 +196,18 @@ class BodyEncoder:
         pieces, order, at = [], [], 0
         for where, quoted, slot in found:
             pieces.append(text[at:where].replace("%", "%%"))
+            pieces.append(_SPEC[types[slot]] if slot < len(keys) else "%s")
             order.append(slot)
             at = where + len(quoted)
         pieces.append(text[at:].replace("%", "%%"))
-        self._format = "%s".join(pieces)
-        self._order = tuple(order)
+        self._format = "".join(pieces)
+        if len(order) > 1:
+            self._order = itemgetter(*order)
+        else:
+            self._order = lambda values: tuple(values[i] for i in order)
+        self._types = types
+        self._floats = tuple(i for i, t in enumerate(types) if t is float)
+        self._convert = tuple((i, _CONVERT[t]) for i, t in enumerate(types) if t in _CONVERT)
         self._keys = keys
 
 
