@@ -291,7 +291,7 @@ class Sender:
                 if self.out.verbose:
                     self.out.response(response.status, response.reason, response.headers)
                 message = self._short_message(response.body) or response.reason
-                error = self._error_for(response, message, seq, url, what)
+                error = None if 200 <= response.status < 300 else self._error_for(response, message, seq, url, what)
                 if error is None or not is_retryable_status(response.status):
                     return _Outcome(response, message, error, attempts, False)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
@@ -474,7 +474,8 @@ class Sender:
         rec = SendRecord(seq, item.key, response.status if response else None, ok,
                          response.latency if response else None, attempts, message)
         self.records.append(rec)
-        self.out.sent(rec)
+        if self.out.mode != "quiet":  # --quiet prints no line per payload: no call per payload either
+            self.out.sent(rec)
 
     def _fail(self, err: IotPostError, stop: bool = False) -> None:
         """Remember the worst outcome; the first error of the winning kind is the one reported."""
