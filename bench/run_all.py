@@ -9,16 +9,20 @@ contenders run interleaved round by round, so machine noise hits them alike. Row
   cold send      one payload per process: curl, the seed's urllib approach (bench_coldsend.SEED_URLLIB),
                  post_https_sample.py; wall-time medians, and callgrind instructions beyond
                  `python -S -c pass` where valgrind is installed (they repeat exactly on a noisy machine)
-  burst          N payloads (1,000; --quick 200): one post_https_sample.py --count N --interval 0
-                 vs one curl process chaining N requests with --next over one connection
+  burst          bench_burst.py, against nginx (return 200) where installed, else the twin: N payloads
+                 (1,000; --quick 200) by post_https_sample.py --count N --interval 0, a raw http.client
+                 keep-alive loop, and one curl process chaining N requests with --next over one
+                 connection; throughput and connections used, and (not with --quick) callgrind
+                 instructions per payload, (1,100 - 100 payloads) / 1,000, where valgrind is installed
   twin ingest    bench/loadgen.py: the twin on a file db (durable) and in memory vs a no-op TLS
                  http.server, at 1/4/16 kept-alive connections
   peak RSS       post_https_sample.py --count N --interval 0 for N = 1, 1,000, 10,000 (--quick: 1, 100,
                  1,000): ru_maxrss of that child alone (os.wait4)
   backlog drain  bench/bench_backlog.py, if present: its own output, appended as it printed it
 
-Ratios say "x curl" (or "x noop", "x 1 send"): above 1 is slower or bigger, except the burst and
-ingest rows, which compare throughput (above 1 is faster). No row asserts anything: it reports.
+Ratios say "x curl" (or "x noop", "x 1 send"; the burst rows' last column: x raw http.client): above
+1 is slower or bigger, except the burst and ingest throughput rows (above 1 is faster). No row asserts
+anything: it reports.
 """
 
 from __future__ import annotations
@@ -120,23 +124,12 @@ def cold_send(tmp: Path, bundle: Path, url: str, rounds: int, have_curl: bool) -
     return rows
 
 
-def burst(bundle: Path, url: str, n: int, rounds: int, have_curl: bool) -> List[Row]:
-    sender = [sys.executable, str(ROOT / "post_https_sample.py"), "--certs-dir", str(bundle), "--quiet",
-              "--count", str(n), "--interval", "0"]
-    contenders = {"post_https_sample.py --count %d" % n: lambda: wall(sender, ROOT)}
-    if have_curl:
-        one = curl_cmd(url + "/api/v1/telemetry")
-        chained = list(one)
-        for _ in range(n - 1):
-            chained += ["--next"] + one[1:]
-        contenders["curl, one connection"] = lambda: wall(chained, ROOT)
-    times = interleaved(contenders, rounds)
-    curl = times.get("curl, one connection")
-    rows: List[Row] = []
-    for name, seconds in sorted(times.items(), key=lambda kv: kv[1]):
-        speed = "%.2fx" % (curl / seconds) if curl else "-"
-        rows.append(["burst of %d (throughput)" % n, name, "%.0f payloads/s" % (n / seconds), speed, "-"])
-    return rows
+def burst(n: int, rounds: int, quick: bool) -> List[Row]:
+    """bench_burst.py's rows: against nginx (the twin without it), wall clock and, with valgrind, instructions
+    per payload ((100 + N) - 100 payloads) / N; --quick leaves the instructions out (minutes under callgrind)."""
+    import bench_burst
+
+    return bench_burst.rows(n, rounds, with_instructions=not quick, small=100, extra=1000)
 
 
 def ingest(conns: List[int], seconds: float, rounds: int) -> List[Row]:
@@ -209,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "cold" not in skip:
             rows += cold_send(tmp, bundle, twin.url, rounds, have_curl)
         if "burst" not in skip:
-            rows += burst(bundle, twin.url, burst_n, rounds, have_curl)
+            rows += burst(burst_n, rounds, quick)  # its own server: nginx where installed
         if "rss" not in skip:
             rows += peak_rss(bundle, rss_counts)
     finally:

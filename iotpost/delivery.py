@@ -117,6 +117,8 @@ class Sender:
         self._seq_of: Dict[int, int] = {}  # spool id -> payload number in this run
         self._new_ids: Set[int] = set()  # spool ids of payloads this run accepted (the rest is backlog)
         self._held: Dict[int, _Held] = {}
+        self._urls: Dict[str, str] = {}  # request path -> its URL, for output and messages
+        self._said = (None, "")  # the last answer's body and its short message (the secrets never change in a run)
         self.retries = 0
         self.input_errors = 0
         self.delivered = 0
@@ -269,13 +271,16 @@ class Sender:
 
     def _attempt(self, path: str, headers: list, body: bytes, seq: int, what: Optional[str] = None) -> _Outcome:
         """Send one request until it gets an answer that settles it, or its retries are spent."""
-        url = self.transport.target._replace(path=path).url
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.transport.target._replace(path=path).url
         policy = self.retry
         started = self.env.monotonic()
         attempts = 0
         while True:
             attempts += 1
-            self.out.request("POST", url, headers, body)
+            if self.out.verbose:  # the traffic is shown under --verbose only: no call per payload otherwise
+                self.out.request("POST", url, headers, body)
             try:
                 response = self.transport.send("POST", path, headers, body)
             except IotPostError as exc:
@@ -283,9 +288,10 @@ class Sender:
                     return _Outcome(None, exc.message, exc, attempts, False)
                 response, error, message, retry_after = None, exc, exc.message, None
             else:
-                self.out.response(response.status, response.reason, response.headers)
-                message = short_message(response.body, redact=self._redact) or response.reason
-                error = self._error_for(response, message, seq, url, what)
+                if self.out.verbose:
+                    self.out.response(response.status, response.reason, response.headers)
+                message = self._short_message(response.body) or response.reason
+                error = None if 200 <= response.status < 300 else self._error_for(response, message, seq, url, what)
                 if error is None or not is_retryable_status(response.status):
                     return _Outcome(response, message, error, attempts, False)
                 retry_after = parse_retry_after(response.headers.get("retry-after"), self.env.wall())
@@ -301,6 +307,12 @@ class Sender:
             self.out.retrying(seq, why, delay, attempts + 1, attempts + policy.total)
             self.env.sleep(delay)
             policy = policy.increment()
+
+    def _short_message(self, body: bytes) -> str:
+        """output.short_message of an answer's body; a burst's answers are mostly the same bytes, read once."""
+        if body != self._said[0]:
+            self._said = (body, short_message(body, redact=self._redact))
+        return self._said[1]
 
     def _error_for(self, response: Response, message: str, seq: int, url: Optional[str] = None,
                    what: Optional[str] = None) -> Optional[IotPostError]:
@@ -462,7 +474,8 @@ class Sender:
         rec = SendRecord(seq, item.key, response.status if response else None, ok,
                          response.latency if response else None, attempts, message)
         self.records.append(rec)
-        self.out.sent(rec)
+        if self.out.mode != "quiet":  # --quiet prints no line per payload: no call per payload either
+            self.out.sent(rec)
 
     def _fail(self, err: IotPostError, stop: bool = False) -> None:
         """Remember the worst outcome; the first error of the winning kind is the one reported."""

@@ -43,14 +43,18 @@ class MemorySpool:
         self.last_error_at: Optional[float] = None
 
     def put(self, profile: str, body: bytes, key: str, now: float) -> SpoolItem:
-        item = SpoolItem(self._next, profile, key, body, now, 0)
+        item = SpoolItem(self._next, profile, key, body, now, 0, 0)  # every field: Record's quick path
         self._items[item.id] = item
         self._next += 1
         return item
 
     def claim(self, profile: str, now: float, newest: bool = False) -> Optional[SpoolItem]:
-        batch = self.claim_batch(profile, now, 1, newest)
-        return batch[0] if batch else None
+        # claim_batch of one, without its list: a burst claims once per payload, then finds the spool empty
+        for item_id in sorted(self._items, reverse=newest) if self._items else ():
+            if item_id not in self._claimed and self._items[item_id].profile == profile:
+                self._claimed.add(item_id)
+                return self._items[item_id]
+        return None
 
     def claim_batch(self, profile: str, now: float, limit: int, newest: bool = False) -> List[SpoolItem]:
         """Up to ``limit`` of the oldest (or newest) unclaimed payloads, claimed together (for batched uploads)."""

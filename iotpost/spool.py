@@ -499,7 +499,7 @@ class SqliteSpool:
 
         item_id, dropped = self._write(insert, "this reading not accepted")
         self.dropped += dropped
-        return SpoolItem(item_id, profile, key, body, now, 0)
+        return SpoolItem(item_id, profile, key, body, now, 0, 0)  # every field: Record's quick path
 
     def advance_state(self, name: str, choose: Callable[[Any], Any], context: str = "while updating it") -> Any:
         """Read a ``state`` value, store ``choose(old)`` in its place, in one transaction; return it.

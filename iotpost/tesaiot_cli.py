@@ -28,7 +28,7 @@ from .console import protect_std_streams
 from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
-from .payloads import MedicalSignals, encode
+from .payloads import BodyEncoder, MedicalSignals
 from .platforms import DEFAULT as DEFAULT_PLATFORM
 from .platforms import SENDING, Platform, load
 from .profiles import Credentials
@@ -170,15 +170,16 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
             lines = items
 
     seen_times: set = set()
+    encode_body = BodyEncoder(platform.make_body, device_id, s.metadata)  # a burst's keys are encoded once
 
-    def _payload(device_id: str, item: DataItem, env: Environment) -> bytes:
-        stamp = item.timestamp or platform.stamp(reading_time(env))
+    def _payload(data: dict, timestamp: Optional[str], env: Environment) -> bytes:
+        stamp = timestamp or platform.stamp(reading_time(env))
         if platform.unique_times:
             if stamp in seen_times:
                 warn("two readings of this run carry the timestamp %s: %s keeps one reading per device and "
                      "millisecond, so the later one replaces the earlier" % (stamp, platform.name))
             seen_times.add(stamp)
-        return encode(platform.make_body(device_id, item.data, s.metadata, stamp))
+        return encode_body(data, stamp)
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
         if s.data_file is not None and is_stream(s.data_file):
@@ -189,19 +190,21 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
                 stream, name = open_stream(s.data_file), s.data_file
             try:
                 for item in read_json_lines(stream, name):
-                    yield item if isinstance(item, InputDataError) else _payload(device_id, item, env)
+                    yield item if isinstance(item, InputDataError) else _payload(item.data, item.timestamp, env)
             finally:
                 if stream is not getattr(env.stdin, "buffer", env.stdin):
                     stream.close()
             return
         if lines is not None:
             for item in lines:
-                yield _payload(device_id, item, env)
+                yield _payload(item.data, item.timestamp, env)
             return
         signals = MedicalSignals(c.seed)
         for _ in paced(c.count, c.interval, c.period_min * 60, env.monotonic, env.sleep):
-            item = fixed if fixed is not None else DataItem(signals.next(), None, 0)
-            yield _payload(device_id, item, env)
+            if fixed is not None:
+                yield _payload(fixed.data, fixed.timestamp, env)
+            else:
+                yield _payload(signals.next(), None, env)
 
     return make
 

@@ -19,11 +19,12 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Mapping, Optional, Tuple
+    from typing import Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
@@ -69,9 +70,40 @@ def proxy_secrets(flag: Optional[str], environ: Mapping[str, str]) -> List[str]:
 class Response(Record):
     status: int
     reason: str
-    headers: Dict[str, str]  # lower-case names
+    headers: Mapping[str, str]  # lower-case names (a dict, or AnswerHeaders)
     body: bytes
     latency: float  # seconds from sending the request to the end of the body
+
+
+class AnswerHeaders(Mapping):
+    """An answer's headers by lower-case name, read from http.client's message only when asked.
+
+    A burst's 2xx answers are never asked (only --verbose, a retry's Retry-After, a redirect's
+    Location and the doctor's Date are), so they skip building the mapping per payload.
+    """
+
+    __slots__ = ("_message", "_by_name")
+
+    def __init__(self, message) -> None:
+        self._message = message  # http.client.HTTPMessage
+        self._by_name: Optional[Dict[str, str]] = None
+
+    def _lower(self) -> Dict[str, str]:
+        if self._by_name is None:
+            self._by_name = {k.lower(): v for k, v in self._message.items()}
+        return self._by_name
+
+    def __getitem__(self, name: str) -> str:
+        return self._lower()[name]
+
+    def __iter__(self):
+        return iter(self._lower())
+
+    def __len__(self) -> int:
+        return len(self._lower())
+
+    def __repr__(self) -> str:
+        return repr(self._lower())
 
 
 def classify_network_error(exc: BaseException, target: Target, timeout: float) -> IotPostError:
@@ -170,6 +202,10 @@ class Transport:
         self._clock = clock
         self._conn = None  # type: ignore[var-annotated]
         self._tls_version: Optional[str] = None  # of the newest connection
+        self._lines: Dict[Tuple[str, str], bytes] = {}  # (name, value) -> its checked header line
+        self._stale: tuple = _STALE  # + http.client.RemoteDisconnected once a connection is opened
+        self._host: Optional[bytes] = None  # the Host line putrequest writes (b"": none learnt)
+        self._requests = 0
         self.proxy = None  # an iotpost.proxy.Proxy when connections go through a CONNECT tunnel
         env = os.environ if environ is None else environ
         # Plain http:// reaches this machine only (--allow-http): a proxy's "localhost" is not ours,
@@ -192,6 +228,9 @@ class Transport:
     def _open(self):
         import http.client
 
+        # What a stale kept-alive connection raises, http.client's own included: set here, before the
+        # first exchange can raise it, so a send does not import http.client again each time.
+        self._stale = _STALE + (http.client.RemoteDisconnected,)
         t = self.target
         try:
             if t.scheme == "https":
@@ -339,12 +378,10 @@ class Transport:
 
     def send(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
         """One request and its response; raises IotPostError for anything but an HTTP answer."""
-        import http.client
-
         reused = self._conn is not None
         try:
             return self._exchange(method, path, headers, body)
-        except _STALE + (http.client.RemoteDisconnected,) as exc:
+        except self._stale as exc:
             self.close()
             if not reused:
                 raise self._classify(exc, fresh=True) from None
@@ -358,37 +395,103 @@ class Transport:
             raise self._classify(exc, fresh=True) from None
 
     def _exchange(self, method: str, path: str, headers: List[Tuple[str, str]], body: bytes) -> Response:
-        import http.client
-
         if self._conn is None:
             self._conn = self._open()
         conn = self._conn
         started = self._clock()
         try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value)
-            if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
-                conn.putheader("Content-Length", str(len(body)))
+            lines = self._header_lines(headers) if hasattr(conn, "_output") else None
+            host = self._host_line(conn) if lines is not None else None
+            conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
+            if lines is not None:
+                if host is not None:
+                    lines.insert(0, host)
+                if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
+                    lines.append(b"Content-Length: %d" % len(body))
+                conn._output(b"\r\n".join(lines))  # the lines putheader would have added, in one
+            else:  # putheader judges what the lines above do not take (and raises as it always has)
+                for name, value in headers:
+                    conn.putheader(name, value)
+                if body or method not in ("GET", "HEAD"):
+                    conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             resp = conn.getresponse()
-            data = resp.read(MAX_RESPONSE_BYTES)
+            # The declared size when it is within the limit: Python 3.8 and 3.9 allocate (and zero) the whole
+            # amount asked for before reading, a megabyte per answer of a burst if asked for the limit.
+            length = resp.length
+            data = resp.read(length if length is not None and length < MAX_RESPONSE_BYTES else MAX_RESPONSE_BYTES)
             oversized = not resp.isclosed()  # more than we keep: never drain an unbounded body
-        except _STALE + (http.client.RemoteDisconnected,):
+        except self._stale:
             raise
         except Exception as exc:
             self.close()
             raise self._classify(exc) from None
         latency = self._clock() - started
-        result = Response(resp.status, resp.reason or "", {k.lower(): v for k, v in resp.getheaders()},
-                          data, latency)
+        result = Response(resp.status, resp.reason or "", AnswerHeaders(resp.msg), data, latency)
         if resp.will_close or oversized:
             self.close()  # the next send reconnects explicitly, so TLS errors stay classified
-        refused = self._client_cert_answer(result)
+        refused = self._client_cert_answer(result) if result.status == 400 else None
         if refused is not None:
             self.close()
             raise refused
         return result
+
+    def _host_line(self, conn) -> Optional[bytes]:
+        """The Host line putrequest writes on this connection, learnt from putrequest itself, from the
+        second request on (a one-off send does not pay for learning it).
+
+        putrequest works it out on every request (IDNA, IPv6 brackets and zone, the port unless it is the
+        scheme's default: rules that differ between Python versions), so it is asked once, on a
+        connection object that only captures what it would send, and the line is kept.
+        """
+        if self._host is None:
+            self._requests += 1
+            if self._requests < 2:
+                return None
+            import http.client
+
+            written: List[bytes] = []
+
+            class Capture(http.client.HTTPConnection):
+                def send(self, data) -> None:  # what endheaders would send: kept, never sent
+                    written.append(bytes(data))
+
+            scratch = Capture(conn.host, conn.port)
+            scratch.default_port = conn.default_port
+            scratch.putrequest("GET", "/", skip_accept_encoding=True)
+            scratch.endheaders()
+            found = [line for line in b"".join(written).split(b"\r\n") if line[:5].lower() == b"host:"]
+            self._host = found[0] if len(found) == 1 else b""
+        return self._host or None
+
+    def _header_lines(self, headers: List[Tuple[str, str]]) -> Optional[List[bytes]]:
+        """``Name: value`` lines as http.client's putheader writes them, or None if one needs its judgement.
+
+        putheader checks every name and value with a regular expression and encodes both on every
+        request; a burst repeats the same User-Agent, Content-Type and key on each payload, so a line
+        is checked and encoded once and kept (the first 64 distinct ones: the constant lines are
+        among them; later one-off lines, each payload's own Idempotency-Key, are checked each time
+        and not kept, so the table stays small). Taken here: a str name with no colon,
+        line break or leading white space, a str value with no line break (putheader allows folded
+        lines; we never send one), both encodable as putheader encodes them.
+        """
+        known = self._lines
+        lines = []
+        for pair in headers:
+            line = known.get(pair)
+            if line is None:
+                name, value = pair
+                if (type(name) is not str or type(value) is not str or not name or ":" in name or "\r" in name
+                        or "\n" in name or name[0].isspace() or "\r" in value or "\n" in value):
+                    return None
+                try:
+                    line = name.encode("ascii") + b": " + value.encode("latin-1")
+                except UnicodeEncodeError:
+                    return None
+                if len(known) < 64:
+                    known[pair] = line
+            lines.append(line)
+        return lines
 
     def _client_cert_answer(self, response: Response) -> Optional[IotPostError]:
         """nginx (ssl_verify_client on) answers a missing or refused client certificate with HTTP 400,
