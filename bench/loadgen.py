@@ -13,6 +13,10 @@ test CA, one thread per connection) and POSTs telemetry, each with its own Idemp
   twin-file   the twin on a file database in a temp dir (WAL): the durable one
   base-mem, base-file   the same from another checkout (--baseline DIR), for before/after in one run
 
+``--instructions`` (where valgrind is installed) reports what this shared machine cannot blur: each
+server's instructions per request, from callgrind, as the difference between serving 100 and 600
+kept-alive POSTs on one connection (start-up cancels out), and the ratio to noop.
+
 Reported per server and connection count: median requests/s over rounds, the ratio to noop, the
 server's CPU (user+sys seconds per second of load; about 1.0 is one core, the GIL's ceiling) and the
 load generator's own CPU (user+sys seconds of its children per second of load, from
@@ -26,6 +30,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import resource
 import shutil
 import ssl
@@ -196,6 +201,69 @@ def load(port: int, conns: int, seconds: float, procs: int) -> Load:
     return Load(sum(d["requests"] for d in done), seconds, cpu, sum(d["errors"] for d in done))
 
 
+# -- instructions per request (callgrind) --------------------------------------------------------
+
+def send_n(port: int, n: int, tag: str) -> None:
+    """POST ``n`` payloads over one kept-alive connection, each answered 200 (else exit non-zero)."""
+    ctx = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=300)
+    headers = {"Content-Type": "application/json", "X-API-KEY": KEY, "Idempotency-Key": ""}
+    head = '{"device_id": "%s", "timestamp": "2026-11-27T10:00:00Z", "data": {"temperature": ' % DEVICE
+    for i in range(n):
+        headers["Idempotency-Key"] = "%s-%d" % (tag, i)
+        conn.request("POST", PATH, body=(head + "%d.5}}" % (i % 40)).encode(), headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise SystemExit("request %d answered %d" % (i, answer.status))
+    conn.close()
+
+
+def server_instructions(kind: str, requests: int, baseline: Optional[str] = None) -> int:
+    """Instructions a server process executes from start to stop, serving ``requests`` POSTs."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    db_dir = tempfile.mkdtemp(prefix="loadgen-")
+    try:
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                                 str(Path(__file__).resolve()), "--serve", kind, "--db-dir", db_dir]
+                                + (["--root", baseline] if kind.startswith("base-") and baseline else []),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith("PORT "):
+            proc.kill()
+            raise SystemExit("server %s did not start under valgrind: %r" % (kind, line))
+        send_n(int(line.split()[1]), requests, "i%d" % requests)
+        _, err = proc.communicate("", timeout=300)
+    finally:
+        shutil.rmtree(db_dir, ignore_errors=True)
+    found = re.search(r"Collected\s*:\s*(\d+)", err)
+    if not found:
+        raise SystemExit("no instruction count for %s:\n%s" % (kind, err[-2000:]))
+    return int(found.group(1))
+
+
+def instructions_per_request(servers=SERVERS, few: int = 100, many: int = 600, runs: int = 2,
+                             baseline: Optional[str] = None) -> Dict[str, float]:
+    """Each server's instructions per request: (serving ``many`` - serving ``few``) / (many - few).
+
+    The fewest of ``runs`` counts each: the same work repeats to within 0.1 %, but now and then a
+    run does something extra (a thread's timed wake-up, a collection), and that only ever adds.
+    """
+    def fewest(kind: str, requests: int) -> int:
+        return min(server_instructions(kind, requests, baseline) for _ in range(runs))
+
+    return {kind: (fewest(kind, many) - fewest(kind, few)) / (many - few) for kind in servers}
+
+
+def instructions_report(per_request: Dict[str, float]) -> str:
+    lines = ["| server | instructions per request | x noop |", "| --- | ---: | ---: |"]
+    base = per_request.get("noop")
+    for kind, count in per_request.items():
+        lines.append("| %s | %.0f K | %s |" % (kind, count / 1000, "%.2f" % (count / base) if base else "-"))
+    return "\n".join(lines)
+
+
 # -- the comparison ----------------------------------------------------------------------------
 
 def compare(conn_counts: List[int], seconds: float, rounds: int, procs: int,
@@ -255,6 +323,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--baseline", metavar="DIR",
                    help="another checkout (say, `git archive` of an older commit): its twin runs too, as base-mem and"
                         " base-file, interleaved with ours")
+    p.add_argument("--instructions", action="store_true",
+                   help="instructions per request under callgrind instead of requests/s (needs valgrind)")
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--db-dir", help=argparse.SUPPRESS)
@@ -267,10 +337,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         port, conns, start_at, seconds, tag = ns.work
         work(int(port), int(conns), float(start_at), float(seconds), tag)
         return 0
+    servers = tuple(ns.servers.split(",")) + (("base-mem", "base-file") if ns.baseline else ())
+    if ns.instructions:
+        if shutil.which("valgrind") is None:
+            print("valgrind is not installed: no instruction counts")
+            return 0
+        per_request = instructions_per_request(servers, baseline=ns.baseline)
+        print("python %s, instructions per kept-alive POST (callgrind; serving 600 minus serving 100)"
+              % sys.version.split()[0])
+        print(instructions_report(per_request))
+        return 0
     conn_counts = [int(c) for c in ns.conns.split(",")]
     if ns.quick:
         ns.seconds, ns.rounds = 1.0, 1
-    servers = tuple(ns.servers.split(",")) + (("base-mem", "base-file") if ns.baseline else ())
     results = compare(conn_counts, ns.seconds, ns.rounds, ns.procs, servers, ns.baseline)
     print("python %s, %d load processes, %.1f s x %d rounds, medians"
           % (sys.version.split()[0], ns.procs, ns.seconds, ns.rounds))
