@@ -8,6 +8,7 @@ not noise; a seed makes a run reproducible.
 
 from __future__ import annotations
 
+import _thread
 import datetime as _dt
 import json
 import json.encoder
@@ -83,12 +84,13 @@ def new_idempotency_key() -> str:
 
     The random bytes come from os.urandom 4 KiB at a time (256 keys): a burst asks once per payload,
     and a system call each time was the largest part of a key's cost. A forked child starts afresh,
-    so it never repeats its parent's keys.
+    so it never repeats its parent's keys; threads take their bytes under a lock.
     """
-    if not _RANDOM:
-        _RANDOM[:] = os.urandom(4096)
-    raw = _RANDOM[-16:]
-    del _RANDOM[-16:]
+    with _RANDOM_LOCK:
+        if not _RANDOM:
+            _RANDOM[:] = os.urandom(4096)
+        raw = _RANDOM[-16:]
+        del _RANDOM[-16:]
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
@@ -96,8 +98,18 @@ def new_idempotency_key() -> str:
 
 
 _RANDOM = bytearray()  # os.urandom bytes not yet used by new_idempotency_key
-if hasattr(os, "register_at_fork"):  # POSIX: a child must not reuse bytes its parent will use too
-    os.register_at_fork(after_in_child=_RANDOM.clear)
+_RANDOM_LOCK = _thread.allocate_lock()  # _thread, not threading: nothing more on the cold path
+
+
+def _forget_random() -> None:
+    """In a forked child: no bytes its parent will use too, and a lock no thread of the parent holds."""
+    global _RANDOM_LOCK
+    _RANDOM.clear()
+    _RANDOM_LOCK = _thread.allocate_lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_random)
 
 
 def make_payload(device_id: str, data: Json, timestamp: str) -> Json:

@@ -408,7 +408,8 @@ class Transport:
                     lines.insert(0, host)
                 if body or method not in ("GET", "HEAD"):  # a GET without a body says nothing of one
                     lines.append(b"Content-Length: %d" % len(body))
-                conn._output(b"\r\n".join(lines))  # the lines putheader would have added, in one
+                if lines:  # none at all (a bare GET): an empty _output would add a blank line
+                    conn._output(b"\r\n".join(lines))  # the lines putheader would have added, in one
             else:  # putheader judges what the lines above do not take (and raises as it always has)
                 for name, value in headers:
                     conn.putheader(name, value)
@@ -460,6 +461,8 @@ class Transport:
             scratch.default_port = conn.default_port
             scratch.putrequest("GET", "/", skip_accept_encoding=True)
             scratch.endheaders()
+            # conn.host is the target even through a proxy: the tunnel is made by _connect_raw, never set_tunnel
+            # (which would make conn.host the proxy's), and plain http:// goes direct, never in absolute form.
             found = [line for line in b"".join(written).split(b"\r\n") if line[:5].lower() == b"host:"]
             self._host = found[0] if len(found) == 1 else b""
         return self._host or None
