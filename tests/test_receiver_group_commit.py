@@ -11,6 +11,7 @@ connection.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -130,6 +131,55 @@ class GroupCommitTest(unittest.TestCase):
         self.assertIsInstance(outcomes[2], sqlite3.IntegrityError)
         self.assertEqual(sorted(r.idempotency_key for r in self.store.all_telemetry()), ["k0", "k1", "k2"])
         self.assertFalse(any(outcomes[i].replayed for i in (0, 1, 3)))
+
+    def test_a_failing_commit_leaves_no_transaction_open_for_the_next_lone_row(self):
+        conn = self.store._conn
+        conn.execute("PRAGMA foreign_keys=ON")  # a deferred foreign key: the one way to make COMMIT itself fail
+        conn.executescript("CREATE TABLE parent (id TEXT PRIMARY KEY);"
+                           " CREATE TABLE child (p TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+                           " CREATE TRIGGER orphan AFTER INSERT ON telemetry WHEN NEW.device_id = 'bad'"
+                           " BEGIN INSERT INTO child VALUES ('nope'); END;")
+        bad = lambda: self.store.store_telemetry("bad", {"v": 9}, raw_body=b"9", idempotency_key="b")  # noqa: E731
+        outcomes = self.in_one_group([self.store_call(0, "k0", b"0"), self.store_call(1, "k1", b"1"), bad])
+        self.assertIsInstance(outcomes[2], sqlite3.IntegrityError)
+        self.assertFalse(conn.in_transaction)
+        self.assertFalse(self.store.store_telemetry(DEV, {"v": 3}, raw_body=b"3", idempotency_key="k3").replayed)
+        other = sqlite3.connect(str(self.store.path))  # what is committed, not what this connection sees
+        self.addCleanup(other.close)
+        self.assertEqual(sorted(r[0] for r in other.execute("SELECT idempotency_key FROM telemetry")),
+                         ["k0", "k1", "k3"])
+
+    @unittest.skipUnless(hasattr(signal, "pthread_kill"), "POSIX signals")
+    def test_a_queued_caller_interrupted_by_a_signal_keeps_its_turn_and_the_store_keeps_working(self):
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # keeps the leader waiting for the database lock
+            with self.store._lock:
+                held.set()
+                release.wait(10)
+
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait(10)
+        leader = threading.Thread(target=self.store_call(0, "k0", b"0"), daemon=True)
+        leader.start()
+        self.wait_until(lambda: self.store._leading)
+
+        def interrupt() -> None:  # Ctrl-C once the main thread is queued, then let the leader go
+            self.wait_until(lambda: len(self.store._queued) == 1)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(0.2)
+            release.set()
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        with self.assertRaises(KeyboardInterrupt):  # raised once its row is settled, not before
+            self.store.store_telemetry(DEV, {"v": 1}, raw_body=b"1", idempotency_key="k1")
+        leader.join(10)
+        self.assertEqual((self.store._leading, self.store._queued), (False, []))
+        later = threading.Thread(target=self.store_call(2, "k2", b"2"), daemon=True)
+        later.start()
+        later.join(10)
+        self.assertFalse(later.is_alive(), "the store stopped committing")
+        self.assertEqual(sorted(r.idempotency_key for r in self.store.all_telemetry(DEV)), ["k0", "k1", "k2"])
 
     def test_many_concurrent_callers_store_every_row_once(self):
         def post(worker: int) -> None:

@@ -210,10 +210,13 @@ class TelemetryStore(TlinkTables):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # A failed COMMIT too: the shared connection must not stay inside a transaction, where
+                # the next caller's lone INSERT would join it and be answered without being committed.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: tuple = ()) -> List[tuple]:
         with self._lock:
@@ -271,8 +274,13 @@ class TelemetryStore(TlinkTables):
         """``authenticate`` for a key whose SHA-256 the caller already has (one digest per request)."""
         keys = self._keys
         if keys is None:
-            # Every request authenticates; keys change only through register_device, which drops this.
-            keys = self._keys = {bytes(d): dev for d, dev in self._query("SELECT key_sha256, device_id FROM api_keys")}
+            # Every request authenticates; keys change only through register_device, which drops this inside
+            # its transaction: read under the same lock, so a list read before a registration is never kept after it.
+            with self._lock:
+                keys = self._keys
+                if keys is None:
+                    keys = self._keys = {bytes(d): dev for d, dev in self._conn.execute(
+                        "SELECT key_sha256, device_id FROM api_keys").fetchall()}
         return keys.get(digest)
 
     # -- telemetry -------------------------------------------------------------------------
@@ -335,14 +343,30 @@ class TelemetryStore(TlinkTables):
             else:
                 self._leading = True
                 wake = None
+        interrupted: Optional[BaseException] = None
         if wake is None:
             batch = [row]
         else:
-            wake.acquire()  # released once our row is committed, or once we are to lead
+            while True:  # released once our row is committed, or once we are to lead
+                try:
+                    wake.acquire()
+                    break
+                except BaseException as exc:  # a signal in the main thread: our turn may still come (the lead
+                    interrupted = exc  # handed to us), and a queue whose next leader left would wait for ever
             if row.done:
+                if interrupted is not None:
+                    raise interrupted
                 return
             with self._group:
                 batch, self._queued = self._queued, []  # ours is the first of them
+        try:
+            self._lead(batch, row)
+        finally:
+            if interrupted is not None:
+                raise interrupted
+
+    def _lead(self, batch: List[_PendingRow], row: _PendingRow) -> None:
+        """Commit ``batch`` (``row`` is the leader's own), wake its callers, hand the lead on."""
         committed = False
         try:
             self._commit_rows(batch)
@@ -368,8 +392,9 @@ class TelemetryStore(TlinkTables):
         try:
             if len(batch) == 1:  # a statement of its own commits itself: no BEGIN/COMMIT round trips
                 with self._lock:
-                    _apply_row(self._conn, batch[0])
-                return
+                    if not self._conn.in_transaction:  # (never left open: see _transaction)
+                        _apply_row(self._conn, batch[0])
+                        return
             with self._transaction() as db:
                 for item in batch:
                     _apply_row(db, item)
