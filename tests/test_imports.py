@@ -74,7 +74,7 @@ class ImportTests(unittest.TestCase):
                       "urllib.request", "iotpost.delivery"):
             self.assertNotIn(heavy, loaded)
 
-    def test_a_real_send_loads_no_typing_sqlite_or_urllib_request(self):
+    def test_a_real_send_loads_no_typing_pathlib_sqlite_or_urllib_request(self):
         # what a Raspberry Pi's cron start pays for (ARCHITECTURE "Start-up cost"; bench/bench_coldsend.py)
         from tests.twin_support import make_bundle, start_test_twin, temp_dir
 
@@ -87,7 +87,7 @@ class ImportTests(unittest.TestCase):
         self.assertEqual(result["code"], 0)
         self.assertEqual(twin.store.count_telemetry(), 1)  # it really sent
         loaded = set(result["modules"])
-        for heavy in ("typing", "sqlite3", "urllib.request", "logging",
+        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging",
                       "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow"):
             self.assertNotIn(heavy, loaded)
 
