@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import IO, Iterator, List, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO, Iterator, List, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser

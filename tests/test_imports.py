@@ -93,7 +93,7 @@ class ImportTests(unittest.TestCase):
                       "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow"):
             self.assertNotIn(heavy, loaded)
 
-    def test_a_real_tlink_push_loads_no_pathlib_sqlite_or_urllib_request(self):
+    def test_a_real_tlink_push_loads_no_typing_pathlib_sqlite_or_urllib_request(self):
         # tlink_push.py's one-off send, signed with a secret file and its own --ca-file
         from tests.twin_support import CA_PEM, start_test_twin, temp_dir
 
@@ -109,7 +109,7 @@ class ImportTests(unittest.TestCase):
         self.assertEqual(result["code"], 0)
         self.assertEqual(len([r for r in twin.requests if r.method == "POST"]), 1)  # it really sent
         loaded = set(result["modules"])
-        for heavy in ("pathlib", "sqlite3", "urllib.request", "logging", "iotpost.proxy", "iotpost.spool"):
+        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging", "iotpost.proxy", "iotpost.spool"):
             self.assertNotIn(heavy, loaded)
 
     def test_the_collector_is_paused_for_start_up_and_back_for_the_run(self):
