@@ -1,11 +1,12 @@
 """Load and validate a TESAIoT Server-TLS credential bundle before a single byte goes out.
 
-Usage: ``bundle = load_bundle(Path("certs_credentials"))``
+Usage: ``bundle = load_bundle("certs_credentials")``
 
 A bundle is a folder with ``device_id.txt``, ``api_key.txt``, ``ca-chain.pem`` and
 ``endpoints.json``; an mTLS bundle has ``client_cert.pem`` and ``client_key.pem`` and needs no
 ``api_key.txt``. Every problem is reported naming the file, with the exit code that tells a
-script whether to fetch the bundle again (66: missing) or fix it (78: malformed).
+script whether to fetch the bundle again (66: missing) or fix it (78: malformed). Paths are
+``str`` (pathlib is not imported on a send's cold path: see user_paths), spelled as ``str(Path(...))``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import json
 import os
 import re
 import stat
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Tuple
+    from pathlib import Path
+    from typing import Callable, List, Optional, Tuple, Union
 
 from .errors import ConfigError, CredentialMissing
-from .user_paths import user_path
+from .user_paths import path_join, path_text, user_path_text
 from .records import Record
 
 DEVICE_ID_FILE = "device_id.txt"
@@ -47,14 +48,14 @@ _DOWNLOAD_HINT = "download the Server-TLS bundle for this device from the platfo
 class Bundle(Record):
     """What a credential bundle holds. ``api_key`` is kept out of repr so it never lands in a log."""
 
-    certs_dir: Path
+    certs_dir: str
     device_id: str
     api_key: Optional[str]  # None: an mTLS bundle without api_key.txt
-    ca_file: Optional[Path]  # None: the system's trust store (a platform behind a public CA)
+    ca_file: Optional[str]  # None: the system's trust store (a platform behind a public CA)
     base_url: str
     warnings: Tuple[str, ...] = ()
-    client_cert: Optional[Path] = None  # mTLS: presented to the server with client_key
-    client_key: Optional[Path] = None
+    client_cert: Optional[str] = None  # mTLS: presented to the server with client_key
+    client_key: Optional[str] = None
 
     def __repr__(self) -> str:
         return ("Bundle(certs_dir=%r, device_id=%r, api_key=<redacted>, ca_file=%r, base_url=%r, client_cert=%r)"
@@ -64,8 +65,8 @@ class Bundle(Record):
 BUNDLE_DIR_NAME = "certs_credentials"
 
 
-def default_certs_dir(script_dir: Optional[Path], environ: Optional[dict] = None,
-                      cwd: Optional[Path] = None) -> Path:
+def default_certs_dir(script_dir: Optional[Union[str, Path]], environ: Optional[dict] = None,
+                      cwd: Optional[Union[str, Path]] = None) -> str:
     """The bundle folder when --certs-dir is not given, the same for a clone, iotpost.pyz and pip:
 
     $IOTPOST_CERTS_DIR (or the seed's $TESAIOT_CERTS_DIR) if set, else ./certs_credentials in the
@@ -75,17 +76,18 @@ def default_certs_dir(script_dir: Optional[Path], environ: Optional[dict] = None
     env = os.environ if environ is None else environ
     configured = env.get(CERTS_DIR_ENV, "").strip() or env.get(LEGACY_CERTS_DIR_ENV, "").strip()
     if configured:
-        return user_path(configured)
-    here = (Path.cwd() if cwd is None else cwd) / BUNDLE_DIR_NAME
-    if here.is_dir() or script_dir is None:
+        return user_path_text(configured)
+    here = path_join(path_text(os.getcwd() if cwd is None else cwd), BUNDLE_DIR_NAME)
+    if os.path.isdir(here) or script_dir is None:
         return here
-    beside = script_dir / BUNDLE_DIR_NAME
-    return beside if beside.is_dir() else here
+    beside = path_join(path_text(script_dir), BUNDLE_DIR_NAME)
+    return beside if os.path.isdir(beside) else here
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_text(path: str, what: str) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig") as fh:
+            return fh.read()
     except FileNotFoundError:
         raise CredentialMissing(
             "%s is missing (%s), while loading the credential bundle" % (path, what),
@@ -185,14 +187,15 @@ def parse_endpoints(text: str, source: str, warnings: Optional[List[str]] = None
     return url
 
 
-def read_secret_file(path: Path, what: str) -> bytes:
+def read_secret_file(path: Union[str, Path], what: str) -> bytes:
     """A shared secret kept in a file: its bytes without surrounding whitespace (a trailing newline).
 
     Secrets come from files (or the environment), never from a flag, so they stay out of shell
     history and ``ps``. Missing or unreadable is 66, empty is 78.
     """
     try:
-        secret = Path(path).read_bytes().strip()
+        with open(path, "rb") as fh:
+            secret = fh.read().strip()
     except FileNotFoundError:
         raise CredentialMissing("%s %s is missing" % (what, path)) from None
     except OSError as exc:
@@ -204,7 +207,7 @@ def read_secret_file(path: Path, what: str) -> bytes:
     return secret
 
 
-def key_permission_warning(path: Path) -> Optional[str]:
+def key_permission_warning(path: Union[str, Path]) -> Optional[str]:
     """On POSIX, a key readable by group or others is worth a warning; a world-writable one is refused.
 
     Anyone on the machine could replace a world-writable key (or a password file) with their own:
@@ -214,7 +217,7 @@ def key_permission_warning(path: Path) -> Optional[str]:
     if os.name != "posix":
         return None
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError:
         return None
     if mode & stat.S_IWOTH:
@@ -225,19 +228,19 @@ def key_permission_warning(path: Path) -> Optional[str]:
     return None
 
 
-def _client_pair(certs_dir: Path, client_cert: Optional[Path],
-                 client_key: Optional[Path]) -> Tuple[Optional[Path], Optional[Path]]:
+def _client_pair(certs_dir: str, client_cert: Optional[Union[str, Path]],
+                 client_key: Optional[Union[str, Path]]) -> Tuple[Optional[str], Optional[str]]:
     """The client certificate and key to present (mTLS), or (None, None) for a Server-TLS bundle.
 
     A flag names one file of the pair; the other comes from the bundle. Half a pair is a missing
     file (66) naming the half that is not there.
     """
-    cert = Path(client_cert) if client_cert is not None else certs_dir / CLIENT_CERT_FILE
-    key = Path(client_key) if client_key is not None else certs_dir / CLIENT_KEY_FILE
-    if client_cert is None and client_key is None and not (cert.exists() or key.exists()):
+    cert = path_text(client_cert) if client_cert is not None else path_join(certs_dir, CLIENT_CERT_FILE)
+    key = path_text(client_key) if client_key is not None else path_join(certs_dir, CLIENT_KEY_FILE)
+    if client_cert is None and client_key is None and not (os.path.exists(cert) or os.path.exists(key)):
         return None, None
     for path, what, flag in ((cert, "client certificate", "--client-cert"), (key, "client key", "--client-key")):
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise CredentialMissing(
                 "%s is missing (the %s of the mTLS pair), while loading the credential bundle" % (path, what),
                 hint="an mTLS bundle holds both %s and %s: download it again, or pass %s"
@@ -246,28 +249,29 @@ def _client_pair(certs_dir: Path, client_cert: Optional[Path],
     return cert, key
 
 
-def bundle_platform(certs_dir: Path) -> Optional[str]:
+def bundle_platform(certs_dir: Union[str, Path]) -> Optional[str]:
     """The ``"platform"`` endpoints.json names (checked: an unknown one is 78), or None.
 
     A missing or unreadable file says nothing here: load_bundle reports it with the right code.
     """
     from .platforms import platform_from_endpoints
 
-    path = Path(certs_dir) / ENDPOINTS_FILE
+    path = path_join(path_text(certs_dir), ENDPOINTS_FILE)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+        with open(path, encoding="utf-8-sig") as fh:
+            doc = json.loads(fh.read())
     except (OSError, ValueError, RecursionError):
         return None
-    return platform_from_endpoints(doc, str(path))
+    return platform_from_endpoints(doc, path)
 
 
 def load_bundle(
-    certs_dir: Path,
+    certs_dir: Union[str, Path],
     device_id: Optional[str] = None,
     base_url: Optional[str] = None,
-    ca_file: Optional[Path] = None,
-    client_cert: Optional[Path] = None,
-    client_key: Optional[Path] = None,
+    ca_file: Optional[Union[str, Path]] = None,
+    client_cert: Optional[Union[str, Path]] = None,
+    client_key: Optional[Union[str, Path]] = None,
     device_id_parser: Optional[Callable[[str, str], str]] = None,
     public_ca: bool = False,
 ) -> Bundle:
@@ -278,11 +282,11 @@ def load_bundle(
     the platform's way (default: TESAIoT's UUID in the file, --device-id free-form); with ``public_ca`` a bundle without ca-chain.pem
     trusts the system's store instead (still verified).
     """
-    certs_dir = Path(certs_dir)
-    if not certs_dir.is_dir():
+    certs_dir = path_text(certs_dir)
+    if not os.path.isdir(certs_dir):
         raise CredentialMissing(
             "credential folder %s %s, while loading the credential bundle"
-            % (certs_dir, "is a file, not a folder" if certs_dir.exists() else "does not exist"),
+            % (certs_dir, "is a file, not a folder" if os.path.exists(certs_dir) else "does not exist"),
             hint="pass --certs-dir or set %s to the folder holding device_id.txt, api_key.txt, "
             "ca-chain.pem and endpoints.json" % CERTS_DIR_ENV,
         )
@@ -293,23 +297,26 @@ def load_bundle(
         if device_id_parser is not None:
             device = device_id_parser(device, "--device-id")
     else:
-        path = certs_dir / DEVICE_ID_FILE
-        device = (device_id_parser or parse_device_id)(_read_text(path, "the device id"), str(path))
+        path = path_join(certs_dir, DEVICE_ID_FILE)
+        device = (device_id_parser or parse_device_id)(_read_text(path, "the device id"), path)
     cert, key = _client_pair(certs_dir, client_cert, client_key)
-    key_path = certs_dir / API_KEY_FILE
+    key_path = path_join(certs_dir, API_KEY_FILE)
     api_key: Optional[str] = None
-    if cert is None or key_path.exists():
-        api_key = parse_api_key(_read_text(key_path, "the API key"), str(key_path))
+    if cert is None or os.path.exists(key_path):
+        api_key = parse_api_key(_read_text(key_path, "the API key"), key_path)
+    ca: Optional[str]
     if ca_file is None:
-        ca_file = certs_dir / CA_FILE
-        if public_ca and not ca_file.exists():
-            ca_file = None  # the system's trust store; --verbose says so
+        ca = path_join(certs_dir, CA_FILE)
+        if public_ca and not os.path.exists(ca):
+            ca = None  # the system's trust store; --verbose says so
         else:
-            _read_text(ca_file, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
+            _read_text(ca, "the CA chain that verifies the server")  # missing -> 66; content checked by TLS
+    else:
+        ca = path_text(ca_file)
     warnings: List[str] = []
     if base_url is None:
-        path = certs_dir / ENDPOINTS_FILE
-        url = parse_endpoints(_read_text(path, "the platform's endpoints"), str(path), warnings)
+        path = path_join(certs_dir, ENDPOINTS_FILE)
+        url = parse_endpoints(_read_text(path, "the platform's endpoints"), path, warnings)
     else:
         url = base_url.strip()
     for secret in ([key_path] if api_key is not None else []) + ([key] if key is not None else []):
@@ -320,7 +327,7 @@ def load_bundle(
         certs_dir=certs_dir,
         device_id=device,
         api_key=api_key,
-        ca_file=Path(ca_file) if ca_file is not None else None,
+        ca_file=ca,
         base_url=url,
         warnings=tuple(warnings),
         client_cert=cert,

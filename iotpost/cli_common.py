@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Callable, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .environment import Environment, SimulatedClock
@@ -27,7 +27,7 @@ from .payloads import new_idempotency_key
 from .profiles import USER_AGENT, Credentials, Profile
 from .retry import DEFAULT_MAX_RETRY_TIME, DEFAULT_RETRIES, RetryPolicy
 from .target import Target
-from .user_paths import user_path
+from .user_paths import user_path, user_path_text
 from .records import Record
 
 SPOOL_ENV = "IOTPOST_SPOOL"
@@ -52,7 +52,7 @@ class CommonSettings(Record):
     retries: int
     max_retry_time: float
     retry_backoff: float
-    spool: Optional[Path]
+    spool: Optional[Path]  # a spool loads sqlite3 and pathlib anyway: a Path, as spool.py takes it
     spool_max: Optional[int]
     flush_spool: bool
     spool_status: bool
@@ -181,9 +181,9 @@ def add_sending_arguments(parser: argparse.ArgumentParser) -> None:
 class TLSSettings(Record):
     """The TLS flags (mTLS client certificate, public-key pins); the CA comes from each CLI."""
 
-    client_cert: Optional[Path] = None
-    client_key: Optional[Path] = None
-    client_key_password_file: Optional[Path] = None
+    client_cert: Optional[str] = None  # str, spelled as str(Path(...)): see user_paths
+    client_key: Optional[str] = None
+    client_key_password_file: Optional[str] = None
     pins: Tuple[str, ...] = ()
 
 
@@ -201,13 +201,13 @@ def add_tls_arguments(parser: argparse.ArgumentParser, bundle: bool = True) -> N
     from .tlsctx import CLIENT_KEY_PASSWORD_ENV
 
     t = parser.add_argument_group("TLS (the server is always verified against the CA)")
-    t.add_argument("--client-cert", type=user_path, default=None, metavar="PEM",
+    t.add_argument("--client-cert", type=user_path_text, default=None, metavar="PEM",
                    help="present this client certificate (mTLS)%s" % (
                        " (default: the bundle's client_cert.pem, if there is one)" if bundle else ""))
-    t.add_argument("--client-key", type=user_path, default=None, metavar="PEM",
+    t.add_argument("--client-key", type=user_path_text, default=None, metavar="PEM",
                    help="the client certificate's private key%s" % (
                        " (default: the bundle's client_key.pem)" if bundle else ""))
-    t.add_argument("--client-key-password-file", type=user_path, default=None, metavar="PATH",
+    t.add_argument("--client-key-password-file", type=user_path_text, default=None, metavar="PATH",
                    help="file holding the password of an encrypted client key (or set %s; never a flag)"
                    % CLIENT_KEY_PASSWORD_ENV)
     t.add_argument("--pin-sha256", type=_pins, action="append", default=None, metavar="BASE64",
@@ -245,7 +245,8 @@ def refuse_tls_flags_over_http(target: Target, t: TLSSettings) -> None:
         raise UsageError("--pin-sha256 and --client-cert need an https:// URL")
 
 
-def make_ssl_context(ca_file: Optional[Path], t: TLSSettings, client_cert: Optional[Path], client_key: Optional[Path],
+def make_ssl_context(ca_file: Optional[Union[str, Path]], t: TLSSettings, client_cert: Optional[Union[str, Path]],
+                     client_key: Optional[Union[str, Path]],
                      reporter: Reporter, secrets: List[str],
                      environ: Optional[Mapping[str, str]] = None) -> "ssl.SSLContext":
     """The verifying client context with the client certificate and pins; a bad file fails here, before
@@ -510,7 +511,8 @@ def wait_jitter(jitter: float, reporter: Reporter, env: Environment) -> None:
     env.sleep(delay)
 
 
-def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target, ca_file: Optional[Path],
+def send_all(s: CommonSettings, profile: Profile, creds: Credentials, target: Target,
+             ca_file: Optional[Union[str, Path]],
              make_bodies: Callable[[Environment], Bodies], reporter: Reporter, env: Environment,
              ssl_context: Optional[ssl.SSLContext], gather: bool = True) -> int:
     """Open the spool and the connection, run the sender, print the summary, raise the final error.

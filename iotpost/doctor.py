@@ -105,7 +105,7 @@ def _checks(s: DoctorSettings, secrets: List[str], wall) -> Iterator[CheckResult
     now = wall()
     ca_ends = sorted((c["notAfter"] for c in ctx.get_ca_certs() if "notAfter" in c),
                      key=lambda text: _days_left(text, now))
-    trust = "CA %s" % bundle.ca_file.name if bundle.ca_file is not None else "the system's trust store"
+    trust = "CA %s" % os.path.basename(bundle.ca_file) if bundle.ca_file is not None else "the system's trust store"
     detail = "%s: device %s, %s, %s, trusting %s" % (s.certs_dir, bundle.device_id, platform.name, target.url, trust)
     # A file of several CAs (a system bundle, a chain) stays usable while any of them is valid: judge
     # by the one that ends last (which of them signs the server's chain, ssl does not tell before 3.13).

@@ -84,7 +84,7 @@ def _main(argv: List[str], secrets: List[str], env: Optional[Environment] = None
     env = env or Environment()
     script_dir = Path(__file__).resolve().parent.parent
     settings = DoctorSettings(
-        certs_dir=ns.certs_dir if ns.certs_dir is not None else default_certs_dir(script_dir),
+        certs_dir=ns.certs_dir if ns.certs_dir is not None else Path(default_certs_dir(script_dir)),
         platform=ns.platform, base_url=ns.base_url, ca_file=ns.ca_file, proxy=ns.proxy, noproxy=ns.noproxy,
         timeout=ns.timeout)
     reporter = Reporter(prog, env.stdout, env.stderr, mode="json" if ns.json else "text", secrets=secrets,

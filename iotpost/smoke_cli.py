@@ -375,8 +375,8 @@ def _main(argv: List[str], secrets: List[str], prog: str = PROG) -> int:
         run.deadline = time.monotonic() + s.deadline
         from .bundle import bundle_platform, default_certs_dir
 
-        run.certs_dir = s.certs_dir if s.certs_dir is not None else default_certs_dir(
-            Path(__file__).resolve().parent.parent)
+        run.certs_dir = s.certs_dir if s.certs_dir is not None else Path(default_certs_dir(
+            Path(__file__).resolve().parent.parent))
         try:
             name = s.platform or bundle_platform(run.certs_dir) or "tesaiot"
         except IotPostError as exc:

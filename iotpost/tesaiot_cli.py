@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
@@ -34,19 +33,19 @@ from .platforms import SENDING, Platform, load
 from .profiles import Credentials
 from .schedule import paced
 from .target import parse_target
-from .user_paths import user_path, user_path_or_stdin
+from .user_paths import user_path_or_stdin, user_path_text
 from .records import Record
 
 PROG = "post_https_sample.py"
-SCRIPT_DIR = Path(__file__).resolve().parent.parent
+SCRIPT_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # no pathlib on the cold path
 
 
 class TesaSettings(Record):
-    certs_dir: Path
+    certs_dir: str  # paths spelled as str(Path(...)): see user_paths
     base_url: Optional[str]
     endpoint: Optional[str]  # None: the platform's own
     device_id: Optional[str]
-    ca_file: Optional[Path]
+    ca_file: Optional[str]
     data: Optional[str]
     data_file: Optional[str]
     common: CommonSettings
@@ -73,7 +72,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     b.add_argument("--platform", choices=SENDING, default=None,
                    help="payload shape, endpoint and auth header (default: the bundle's endpoints.json "
                    "\"platform\", else %s)" % DEFAULT_PLATFORM)
-    b.add_argument("--certs-dir", type=user_path, default=None, metavar="DIR",
+    b.add_argument("--certs-dir", type=user_path_text, default=None, metavar="DIR",
                    help="credential bundle folder (default: $%s, else certs_credentials/ beside this script)"
                    % CERTS_DIR_ENV)
     where = b.add_mutually_exclusive_group()
@@ -86,7 +85,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    help="API endpoint path (default: the platform's: /api/v1/telemetry; connectivity "
                    "/api/v1/devices/telemetry)")
     b.add_argument("--device-id", default=None, metavar="ID", help="override the device id (default: device_id.txt)")
-    b.add_argument("--ca-file", type=user_path, default=None, metavar="PEM",
+    b.add_argument("--ca-file", type=user_path_text, default=None, metavar="PEM",
                    help="CA that verifies the platform's server (default: the bundle's ca-chain.pem, "
                    "which is then not needed)")
     d = p.add_argument_group("data (default: generated medical sample)")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Sequence
 
 from .data_input import decode_json, decode_text
 from .errors import InputDataError

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
-from typing import IO, Iterator, List, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO, Iterator, List, Optional, Tuple, Union
 
 from . import __version__
 from .argparser import ArgumentParser
@@ -35,11 +37,11 @@ from .tlink import (DEFAULT_SENSORS, DeviceInfo, SensorSpec, TlinkPushes, encode
                     make_push, parse_sensor, reading_entry, tlink_time)
 from .tlink_input import TlinkLine, read_reading_lines
 from .tlink_stamps import PushTimes
-from .user_paths import user_path, user_path_or_stdin
+from .user_paths import path_join, user_path_or_stdin, user_path_text
 from .records import Record
 
 PROG = "tlink_push.py"
-SCRIPT_DIR = Path(__file__).resolve().parent.parent
+SCRIPT_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # no pathlib on the cold path
 DEFAULT_URL = "https://localhost:8443" + TLINK.endpoint
 URL_ENV = "TLINK_WEBHOOK_URL"
 SECRET_ENV = "TLINK_WEBHOOK_SECRET"
@@ -47,8 +49,8 @@ SECRET_ENV = "TLINK_WEBHOOK_SECRET"
 
 class TlinkSettings(Record):
     url: str
-    ca_file: Path
-    secret_file: Optional[Path]
+    ca_file: str  # paths spelled as str(Path(...)): see user_paths
+    secret_file: Optional[str]
     device: DeviceInfo
     sensors: Tuple[SensorSpec, ...]
     replay: Optional[str]
@@ -128,9 +130,9 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     where.add_argument("--base-url", default=None, metavar="URL",
                        help="the receiver's base URL, as every iotpost command takes it: %s is appended"
                        % TLINK.endpoint)
-    w.add_argument("--ca-file", type=user_path, default=None, metavar="PEM",
+    w.add_argument("--ca-file", type=user_path_text, default=None, metavar="PEM",
                    help="CA that verifies the webhook's server (default: the bundle's %s)" % CA_FILE)
-    w.add_argument("--secret-file", type=user_path, default=None, metavar="PATH",
+    w.add_argument("--secret-file", type=user_path_text, default=None, metavar="PATH",
                    help="file holding the HMAC secret (or set %s); without one, pushes are unsigned" % SECRET_ENV)
     d = p.add_argument_group("push content")
     d.add_argument("--device-id", type=_number, default=2864, metavar="N", help="TLINK deviceId (default: 2864)")
@@ -161,7 +163,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     return p
 
 
-def read_secret(path: Optional[Path], environ: dict) -> Optional[bytes]:
+def read_secret(path: Optional[str], environ: dict) -> Optional[bytes]:
     """The HMAC secret from a file (trailing newline stripped) or the environment; never from argv."""
     if path is not None:
         return read_secret_file(path, "webhook secret file")
@@ -184,7 +186,7 @@ def settings_from_args(argv: List[str], environ: Optional[dict] = None, prog: st
                    "is documented)")
     if (ns.replay or ns.data_file) and common.flush_spool:
         raise UsageError("--flush-spool sends only what is spooled; it takes no --replay/--data-file")
-    ca = ns.ca_file if ns.ca_file is not None else default_certs_dir(SCRIPT_DIR, env) / CA_FILE
+    ca = ns.ca_file if ns.ca_file is not None else path_join(default_certs_dir(SCRIPT_DIR, env), CA_FILE)
     return TlinkSettings(
         url=ns.url or _from_base(ns.base_url) or env.get(URL_ENV, "").strip() or DEFAULT_URL,
         ca_file=ca,

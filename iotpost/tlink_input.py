@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import IO, Any, Dict, Iterator, Optional, Union
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import IO, Any, Dict, Iterator, Optional, Union
 
 from .data_input import decode_line, read_lines
 from .errors import InputDataError

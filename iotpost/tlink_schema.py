@@ -11,7 +11,9 @@ fails from the same table (``receiver/tlink_limits.why_reference_fails``).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 from .records import Record
 

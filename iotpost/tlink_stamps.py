@@ -13,7 +13,9 @@ so two cron runs in the same second take different seconds.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 from .environment import Environment, reading_time
 from .errors import InputDataError

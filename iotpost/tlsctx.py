@@ -1,6 +1,6 @@
 """The one place TLS is configured, and the one place TLS failures are explained.
 
-Usage: ``ctx = build_ssl_context(Path("certs_credentials/ca-chain.pem"))``
+Usage: ``ctx = build_ssl_context("certs_credentials/ca-chain.pem")``
 
 Verification is always on: ``PROTOCOL_TLS_CLIENT`` means CERT_REQUIRED and hostname checking,
 the only trust anchors are the bundle's CA file, and TLS 1.2 is the floor. There is deliberately
@@ -9,15 +9,17 @@ no way to turn any of that off; to trust a server, put its CA in the bundle.
 
 from __future__ import annotations
 
+import os
 import ssl
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Sequence, Tuple
+    from pathlib import Path
+    from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError, IotPostError, TLSVerifyError, TransientError
 from .target import GENERIC_NAMES, SettingNames
+from .user_paths import path_text
 
 
 class ClientContext(ssl.SSLContext):
@@ -30,7 +32,7 @@ class ClientContext(ssl.SSLContext):
     """
 
     pins: Tuple[str, ...] = ()
-    client_cert: Optional[Path] = None
+    client_cert: Optional[str] = None
     on_connect: Optional[Callable[[str, str, Optional[str]], None]] = None  # (pin, TLS version, notAfter)
 
 
@@ -42,9 +44,9 @@ def expiry_day(not_after: str) -> str:
 
 
 def build_ssl_context(
-    cafile: Optional[Path],
-    certfile: Optional[Path] = None,
-    keyfile: Optional[Path] = None,
+    cafile: Optional[Union[str, Path]],
+    certfile: Optional[Union[str, Path]] = None,
+    keyfile: Optional[Union[str, Path]] = None,
     password: Optional[bytes] = None,
     pins: Sequence[str] = (),
 ) -> ClientContext:
@@ -69,8 +71,8 @@ def build_ssl_context(
             "server's certificate (a bundle's ca-chain.pem, or the file the server's operator gives)",
         ) from None
     if certfile is not None:
-        load_client_certificate(ctx, Path(certfile), Path(keyfile) if keyfile else None, password)
-        ctx.client_cert = Path(certfile)
+        ctx.client_cert = path_text(certfile)  # named in errors as str(Path(certfile)) would be
+        load_client_certificate(ctx, ctx.client_cert, path_text(keyfile) if keyfile else None, password)
     ctx.pins = tuple(pins)
     return ctx
 
@@ -78,7 +80,7 @@ def build_ssl_context(
 _KEY_HINT = "client_key.pem must be the private key made with client_cert.pem (download the mTLS bundle again)"
 
 
-def load_client_certificate(ctx: ssl.SSLContext, certfile: Path, keyfile: Optional[Path],
+def load_client_certificate(ctx: ssl.SSLContext, certfile: Union[str, Path], keyfile: Optional[Union[str, Path]],
                             password: Optional[bytes]) -> None:
     """Present ``certfile`` (mTLS); each problem names its file: missing 66, unusable or mismatched 78.
 
@@ -88,12 +90,13 @@ def load_client_certificate(ctx: ssl.SSLContext, certfile: Path, keyfile: Option
     from .errors import CredentialMissing
 
     for path, what in ((certfile, "the client certificate"), (keyfile, "the client key")):
-        if path is not None and not path.is_file():
+        if path is not None and not os.path.isfile(path):
             raise CredentialMissing("%s %s is missing, while loading the client certificate" % (what, path),
                                     hint="pass --client-cert and --client-key, or download the mTLS bundle again")
     key_path = keyfile or certfile
     try:
-        key_text = key_path.read_bytes()
+        with open(key_path, "rb") as fh:
+            key_text = fh.read()
     except OSError as exc:
         raise CredentialMissing("%s cannot be read (%s), while loading the client key"
                                 % (key_path, exc.strerror or exc),
@@ -229,7 +232,8 @@ _CLIENT_CERT_REASONS = _NO_CLIENT_CERT_REASONS + (
     "ALERT_UNSUPPORTED_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN", "ALERT_ACCESS_DENIED")
 
 
-def client_certificate_refused(exc: BaseException, where: str, client_cert: Optional[Path]) -> Optional[IotPostError]:
+def client_certificate_refused(exc: BaseException, where: str,
+                               client_cert: Optional[Union[str, Path]]) -> Optional[IotPostError]:
     """A 78 speaking of the client certificate when ``exc`` is a server's alert about it, else None."""
     if not isinstance(exc, ssl.SSLError) or isinstance(exc, ssl.SSLCertVerificationError):
         return None
@@ -240,7 +244,7 @@ def client_certificate_refused(exc: BaseException, where: str, client_cert: Opti
     return client_certificate_error(where, client_cert, reason or str(exc))
 
 
-def client_certificate_error(where: str, client_cert: Optional[Path], detail: str,
+def client_certificate_error(where: str, client_cert: Optional[Union[str, Path]], detail: str,
                              during: str = "negotiating TLS") -> IotPostError:
     """The server wants a client certificate (mTLS) and got none, or refused ours."""
     if client_cert is None:
@@ -293,9 +297,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Path],
+def explain_tls_failure(exc: ssl.SSLError, host: str, cafile: Optional[Union[str, Path]],
                         names: SettingNames = GENERIC_NAMES, cert_names: Optional[List[str]] = None,
-                        port: Optional[int] = None, client_cert: Optional[Path] = None) -> IotPostError:
+                        port: Optional[int] = None,
+                        client_cert: Optional[Union[str, Path]] = None) -> IotPostError:
     """Turn a failed handshake into one line a field engineer can act on.
 
     Certificate failures are configuration (78) and say which check failed; ``cert_names`` (from a

@@ -20,11 +20,11 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Tuple
+    from pathlib import Path
+    from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import ConfigError, IotPostError, TransientError
 from .target import Target
@@ -189,7 +189,7 @@ class Transport:
         target: Target,
         ssl_context: Optional[ssl.SSLContext],
         timeout: float,
-        cafile: Optional[Path] = None,
+        cafile: Optional[Union[str, Path]] = None,
         clock: Callable[[], float] = time.perf_counter,
         proxy: Optional[str] = None,
         noproxy: Optional[str] = None,

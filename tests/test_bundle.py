@@ -75,9 +75,9 @@ class LoadValidBundleTest(BundleTestCase):
         self.assertIsInstance(b, Bundle)
         self.assertEqual(b.device_id, DEVICE_ID.lower())
         self.assertEqual(b.api_key, API_KEY)  # trailing newline stripped
-        self.assertEqual(b.ca_file, self.dir / CA_FILE)
+        self.assertEqual(b.ca_file, str(self.dir / CA_FILE))  # a str, spelled as str(Path)
         self.assertEqual(b.base_url, "https://ingest.example.test")
-        self.assertEqual(b.certs_dir, self.dir)
+        self.assertEqual(b.certs_dir, str(self.dir))
         self.assertEqual(b.warnings, ())
 
     def test_accepts_str_path_and_bom(self) -> None:
@@ -230,7 +230,7 @@ class CaFileOverrideTest(BundleTestCase):
             load_bundle(self.dir)
         other = self.dir / "elsewhere.pem"
         other.write_text(CA_TEXT, encoding="utf-8")
-        self.assertEqual(load_bundle(self.dir, ca_file=other).ca_file, other)
+        self.assertEqual(load_bundle(self.dir, ca_file=other).ca_file, str(other))
 
 
 class OverrideTest(BundleTestCase):
@@ -332,38 +332,38 @@ class DefaultCertsDirTest(unittest.TestCase):
         self.cwd.mkdir()
 
     def test_without_env_or_any_folder_names_the_current_folder(self) -> None:
-        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), self.cwd / "certs_credentials")
-        self.assertEqual(default_certs_dir(None, {}, cwd=self.cwd), self.cwd / "certs_credentials")
+        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), str(self.cwd / "certs_credentials"))
+        self.assertEqual(default_certs_dir(None, {}, cwd=self.cwd), str(self.cwd / "certs_credentials"))
 
     def test_beside_the_scripts_when_the_current_folder_has_none(self) -> None:
         (self.script / "certs_credentials").mkdir(parents=True)
-        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), self.script / "certs_credentials")
+        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), str(self.script / "certs_credentials"))
 
     def test_current_folder_wins_over_beside_the_scripts(self) -> None:
         (self.script / "certs_credentials").mkdir(parents=True)
         (self.cwd / "certs_credentials").mkdir()
-        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), self.cwd / "certs_credentials")
+        self.assertEqual(default_certs_dir(self.script, {}, cwd=self.cwd), str(self.cwd / "certs_credentials"))
 
     def test_env_wins_over_the_current_folder(self) -> None:
         (self.cwd / "certs_credentials").mkdir()
-        self.assertEqual(default_certs_dir(self.script, {CERTS_DIR_ENV: "/etc/b"}, cwd=self.cwd), Path("/etc/b"))
+        self.assertEqual(default_certs_dir(self.script, {CERTS_DIR_ENV: "/etc/b"}, cwd=self.cwd), "/etc/b")
 
     def test_blank_env_is_ignored(self) -> None:
         self.assertEqual(default_certs_dir(self.script, {CERTS_DIR_ENV: "  "}, cwd=self.cwd),
-                         self.cwd / "certs_credentials")
+                         str(self.cwd / "certs_credentials"))
 
     def test_with_env(self) -> None:
         self.assertEqual(default_certs_dir(Path("/opt/iotpost"), {CERTS_DIR_ENV: " /etc/iotpost/certs "}),
-                         Path("/etc/iotpost/certs"))
+                         "/etc/iotpost/certs")
 
     def test_env_name(self) -> None:
         self.assertEqual(CERTS_DIR_ENV, "IOTPOST_CERTS_DIR")
 
     def test_the_seed_scripts_name_still_works_and_the_new_one_wins(self) -> None:
         script = Path("/opt/iotpost")
-        self.assertEqual(default_certs_dir(script, {"TESAIOT_CERTS_DIR": "/etc/old"}), Path("/etc/old"))
+        self.assertEqual(default_certs_dir(script, {"TESAIOT_CERTS_DIR": "/etc/old"}), "/etc/old")
         self.assertEqual(default_certs_dir(script, {"TESAIOT_CERTS_DIR": "/etc/old", CERTS_DIR_ENV: "/etc/new"}),
-                         Path("/etc/new"))
+                         "/etc/new")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ code = tesaiot_cli._main(sys.argv[1:], [], Environment(stdout=out, stderr=io.Str
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
+_LAZY_TLINK = _LAZY.replace("tesaiot_cli", "tlink_cli")
+
 
 class ImportTests(unittest.TestCase):
     def test_everything_imports_only_the_standard_library(self):
@@ -74,7 +76,7 @@ class ImportTests(unittest.TestCase):
                       "urllib.request", "iotpost.delivery"):
             self.assertNotIn(heavy, loaded)
 
-    def test_a_real_send_loads_no_typing_sqlite_or_urllib_request(self):
+    def test_a_real_send_loads_no_typing_pathlib_sqlite_or_urllib_request(self):
         # what a Raspberry Pi's cron start pays for (ARCHITECTURE "Start-up cost"; bench/bench_coldsend.py)
         from tests.twin_support import make_bundle, start_test_twin, temp_dir
 
@@ -87,8 +89,27 @@ class ImportTests(unittest.TestCase):
         self.assertEqual(result["code"], 0)
         self.assertEqual(twin.store.count_telemetry(), 1)  # it really sent
         loaded = set(result["modules"])
-        for heavy in ("typing", "sqlite3", "urllib.request", "logging",
+        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging",
                       "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow"):
+            self.assertNotIn(heavy, loaded)
+
+    def test_a_real_tlink_push_loads_no_typing_pathlib_sqlite_or_urllib_request(self):
+        # tlink_push.py's one-off send, signed with a secret file and its own --ca-file
+        from tests.twin_support import CA_PEM, start_test_twin, temp_dir
+
+        twin = start_test_twin(self, tlink_secret=b"tlink-import-probe-secret")
+        secret = temp_dir(self) / "secret.txt"
+        secret.write_bytes(b"tlink-import-probe-secret\n")
+        args = ["--url", twin.url + "/api/webhooks/tlink", "--ca-file", str(CA_PEM), "--secret-file", str(secret),
+                "--quiet"]
+        proc = subprocess.run([sys.executable, "-S", "-c", _LAZY_TLINK] + args,
+                              capture_output=True, text=True, cwd=str(PROJECT_ROOT), env=cli_env(), timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        result = json.loads(proc.stdout.splitlines()[-1])
+        self.assertEqual(result["code"], 0)
+        self.assertEqual(len([r for r in twin.requests if r.method == "POST"]), 1)  # it really sent
+        loaded = set(result["modules"])
+        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging", "iotpost.proxy", "iotpost.spool"):
             self.assertNotIn(heavy, loaded)
 
     def test_the_collector_is_paused_for_start_up_and_back_for_the_run(self):

@@ -216,13 +216,13 @@ class TildeInPaths(SenderTestCase):
             "--certs-dir", "~/bundle", "--ca-file", "~/ca.pem", "--data-file", "~/data.jsonl",
             "--spool=~/spool.sqlite3", "--client-cert", "~/c.pem", "--client-key", "~/k.pem",
             "--client-key-password-file", "~/pw.txt"])
-        self.assertEqual(s.certs_dir, self.home / "bundle")
-        self.assertEqual(s.ca_file, self.home / "ca.pem")
+        self.assertEqual(s.certs_dir, str(self.home / "bundle"))  # str on the cold path: no pathlib import
+        self.assertEqual(s.ca_file, str(self.home / "ca.pem"))
         self.assertEqual(Path(s.data_file), self.home / "data.jsonl")
         self.assertEqual(s.common.spool, self.home / "spool.sqlite3")
-        self.assertEqual(s.tls.client_cert, self.home / "c.pem")
-        self.assertEqual(s.tls.client_key, self.home / "k.pem")
-        self.assertEqual(s.tls.client_key_password_file, self.home / "pw.txt")
+        self.assertEqual(s.tls.client_cert, str(self.home / "c.pem"))
+        self.assertEqual(s.tls.client_key, str(self.home / "k.pem"))
+        self.assertEqual(s.tls.client_key_password_file, str(self.home / "pw.txt"))
 
     def test_every_receiver_path_flag_expands_the_home_folder(self):
         from iotpost.receiver import cli as receiver_cli
@@ -244,8 +244,8 @@ class TildeInPaths(SenderTestCase):
 
         s = tlink_cli.settings_from_args(["--ca-file", "~/ca.pem", "--secret-file", "~/secret.txt",
                                           "--replay", "~/pushes.jsonl"], environ={})
-        self.assertEqual(s.ca_file, self.home / "ca.pem")
-        self.assertEqual(s.secret_file, self.home / "secret.txt")
+        self.assertEqual(s.ca_file, str(self.home / "ca.pem"))
+        self.assertEqual(s.secret_file, str(self.home / "secret.txt"))
         self.assertEqual(Path(s.replay), self.home / "pushes.jsonl")
         s = tlink_cli.settings_from_args(["--data-file", "~/r.jsonl"], environ={})
         self.assertEqual(Path(s.data_file), self.home / "r.jsonl")
@@ -257,10 +257,10 @@ class TildeInPaths(SenderTestCase):
         from iotpost.bundle import default_certs_dir
 
         environ = {"TESAIOT_CERTS_DIR": "~/bundle", "IOTPOST_SPOOL": "~/spool.sqlite3"}
-        self.assertEqual(default_certs_dir(Path("/opt/iotpost"), environ), self.home / "bundle")
+        self.assertEqual(default_certs_dir(Path("/opt/iotpost"), environ), str(self.home / "bundle"))
         s = tlink_cli.settings_from_args([], environ=environ)
         self.assertEqual(s.common.spool, self.home / "spool.sqlite3")
-        self.assertEqual(s.ca_file, self.home / "bundle" / "ca-chain.pem")
+        self.assertEqual(s.ca_file, str(self.home / "bundle" / "ca-chain.pem"))
 
     def test_a_send_with_tilde_paths_delivers(self):
         twin = self.twin()
