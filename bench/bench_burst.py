@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -167,10 +167,11 @@ class Server:
             self._twin.stop()
 
 
-def make_bundle(folder: Path, base_url: str) -> Path:
+def make_bundle(folder: Path, base_url: str, device: str = DEVICE, key: str = KEY) -> Path:
+    """A credential bundle for the test CA's server at ``base_url`` (run_all.py uses it too)."""
     folder.mkdir(parents=True)
-    (folder / "device_id.txt").write_text(DEVICE + "\n")
-    (folder / "api_key.txt").write_text(KEY + "\n")
+    (folder / "device_id.txt").write_text(device + "\n")
+    (folder / "api_key.txt").write_text(key + "\n")
     os.chmod(str(folder / "api_key.txt"), 0o600)
     shutil.copyfile(str(CERTS / "ca.pem"), str(folder / "ca-chain.pem"))
     (folder / "endpoints.json").write_text(json.dumps({"ingest_base_url": base_url}))

@@ -20,7 +20,6 @@ pyenv shim.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -52,13 +51,9 @@ def instructions(cmd) -> int:
 
 
 def make_bundle(folder: Path, url: str) -> Path:
-    folder.mkdir()
-    (folder / "device_id.txt").write_text(DEVICE + "\n")
-    (folder / "api_key.txt").write_text(KEY + "\n")
-    os.chmod(str(folder / "api_key.txt"), 0o600)
-    shutil.copyfile(str(CERTDATA / "ca.pem"), str(folder / "ca-chain.pem"))
-    (folder / "endpoints.json").write_text(json.dumps({"ingest_base_url": url}))
-    return folder
+    from bench_burst import make_bundle as make  # bench/ is this script's own folder on sys.path
+
+    return make(folder, url, DEVICE, KEY)
 
 
 def main() -> int:

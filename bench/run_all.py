@@ -28,7 +28,6 @@ anything: it reports.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -74,16 +73,6 @@ def interleaved(contenders: Dict[str, Callable[[], float]], rounds: int) -> Dict
         for name, run in contenders.items():
             seen[name].append(run())
     return {name: statistics.median(values) for name, values in seen.items()}
-
-
-def make_bundle(folder: Path, base_url: str) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "device_id.txt").write_text(DEVICE + "\n")
-    (folder / "api_key.txt").write_text(KEY + "\n")
-    os.chmod(str(folder / "api_key.txt"), 0o600)
-    shutil.copyfile(str(CERTS / "ca.pem"), str(folder / "ca-chain.pem"))
-    (folder / "endpoints.json").write_text(json.dumps({"ingest_base_url": base_url}))
-    return folder
 
 
 def curl_cmd(url: str) -> List[str]:
@@ -198,7 +187,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     twin = start_twin(devices={DEVICE: KEY}, certfile=CERTS / "localhost.pem", keyfile=CERTS / "localhost.key",
                       db_path=str(tmp / "twin.sqlite3"), keep_requests=100)
     try:
-        bundle = make_bundle(tmp / "bundle", twin.url)
+        import bench_burst
+
+        bundle = bench_burst.make_bundle(tmp / "bundle", twin.url, DEVICE, KEY)
         if "cold" not in skip:
             rows += cold_send(tmp, bundle, twin.url, rounds, have_curl)
         if "burst" not in skip:
