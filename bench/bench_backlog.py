@@ -16,7 +16,6 @@ empty and to store every payload exactly once. The issue's target: 2,000 at --ba
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sqlite3
 import statistics
@@ -40,13 +39,9 @@ KEY = "tesa_ak_bench_" + "b" * 24
 
 
 def make_bundle(folder: Path, url: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "device_id.txt").write_text(DEVICE + "\n")
-    (folder / "api_key.txt").write_text(KEY + "\n")
-    (folder / "api_key.txt").chmod(0o600)
-    shutil.copy(str(CERTS / "ca.pem"), str(folder / "ca-chain.pem"))
-    (folder / "endpoints.json").write_text(json.dumps({"ingest_base_url": url}))
-    return folder
+    from bench_burst import make_bundle as make  # bench/ is on sys.path: this script's folder
+
+    return make(folder, url, DEVICE, KEY)
 
 
 def make_spool(path: Path, count: int) -> None:

@@ -168,8 +168,8 @@ class Server:
 
 
 def make_bundle(folder: Path, base_url: str, device: str = DEVICE, key: str = KEY) -> Path:
-    """A credential bundle for the test CA's server at ``base_url`` (run_all.py uses it too)."""
-    folder.mkdir(parents=True)
+    """A credential bundle for the test CA's server at ``base_url`` (the other benchmarks use it too)."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "device_id.txt").write_text(device + "\n")
     (folder / "api_key.txt").write_text(key + "\n")
     os.chmod(str(folder / "api_key.txt"), 0o600)

@@ -50,13 +50,9 @@ for i in range(n):
 
 
 def make_bundle(folder: Path, url: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "device_id.txt").write_text(DEVICE + "\n")
-    (folder / "api_key.txt").write_text(KEY + "\n")
-    (folder / "api_key.txt").chmod(0o600)
-    shutil.copy(str(CERTS / "ca.pem"), str(folder / "ca-chain.pem"))
-    (folder / "endpoints.json").write_text(json.dumps({"ingest_base_url": url}))
-    return folder
+    from bench_burst import make_bundle as make  # bench/ is on sys.path: this script's folder
+
+    return make(folder, url, DEVICE, KEY)
 
 
 def timed(cmds) -> float:
