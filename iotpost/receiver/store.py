@@ -189,7 +189,9 @@ class TelemetryStore(TlinkTables):
         self._queued: List[_PendingRow] = []
         self._leading = False
         self._keys: Optional[Dict[bytes, str]] = None  # api_keys (digest -> device_id), read once per change
-        # Other platforms' state kept beside this store (iotflow's tables flag, key digests, faults), by name.
+        # Platform modules' state for this store, by name ("iotflow", "tlink", "tesaiot_batch"): tables made,
+        # key digests, test-aid faults. Kept here, not in module-level maps keyed by store, so a request
+        # finds it with one dict lookup and it goes away with the store.
         self.platform_state: Dict[str, Any] = {}
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, the same on 3.8 and 3.13.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,

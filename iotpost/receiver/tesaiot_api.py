@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import threading
-import weakref
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 from .. import __version__
@@ -131,19 +129,15 @@ class BatchFaults(NamedTuple):
     absent: bool = False
 
 
-_BATCH_FAULTS: "weakref.WeakKeyDictionary[TelemetryStore, BatchFaults]" = weakref.WeakKeyDictionary()
-_BATCH_FAULTS_LOCK = threading.Lock()
 
 
 def set_batch_faults(store: TelemetryStore, faults: BatchFaults) -> None:
     """Make this store's twin fail batch payloads, or lack the batch endpoint, from now on (see BatchFaults)."""
-    with _BATCH_FAULTS_LOCK:
-        _BATCH_FAULTS[store] = faults
+    store.platform_state["tesaiot_batch"] = faults  # one assignment: readers see the old faults or the new
 
 
 def _batch_faults(store: TelemetryStore) -> BatchFaults:
-    with _BATCH_FAULTS_LOCK:
-        return _BATCH_FAULTS.get(store, BatchFaults())
+    return store.platform_state.get("tesaiot_batch", BatchFaults())
 
 
 def post_telemetry_batch(request: ApiRequest) -> Reply:

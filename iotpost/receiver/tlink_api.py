@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-import weakref
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from .api_request import (
@@ -64,14 +63,13 @@ class _FaultState:
         self.pushes = 0  # valid pushes since the faults were set (which ones lose_every/alter_every hit)
 
 
-_FAULTS: "weakref.WeakKeyDictionary[TelemetryStore, _FaultState]" = weakref.WeakKeyDictionary()
-_FAULTS_LOCK = threading.Lock()
+_FAULTS_LOCK = threading.Lock()  # creates a store's _FaultState (kept in its platform_state, as "tlink")
 
 
 def set_tlink_faults(store: TelemetryStore, faults: TlinkFaults) -> None:
     """Make this store's twin lose or alter TLINK pushes from now on (see TlinkFaults)."""
     with _FAULTS_LOCK:
-        state = _FAULTS.setdefault(store, _FaultState())
+        state = store.platform_state.setdefault("tlink", _FaultState())
     with state.lock:
         state.faults = faults
         state.pushes = 0
@@ -79,8 +77,7 @@ def set_tlink_faults(store: TelemetryStore, faults: TlinkFaults) -> None:
 
 def _apply_faults(store: TelemetryStore, push: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The push to store (altered by TlinkFaults), or None when it is to be lost."""
-    with _FAULTS_LOCK:
-        state = _FAULTS.get(store)
+    state = store.platform_state.get("tlink")
     if state is None:
         return push
     with state.lock:
