@@ -239,6 +239,9 @@ class Transport:
                 conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
         except http.client.InvalidURL as exc:
             raise classify_network_error(exc, t, self._timeout) from None
+        from .answer_head import AnswerResponse
+
+        conn.response_class = AnswerResponse  # http.client's, with plain header lines split without email's parser
         # http.client makes its socket through this hook and wraps TLS (server_hostname = the
         # platform's host) on top of what it returns, so even a reconnect it makes on its own
         # goes through _connect_raw and the tunnel.
