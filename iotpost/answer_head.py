@@ -20,7 +20,7 @@ import io
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import List, Optional
+    from typing import List
 
 # The bytes a plain header line holds besides its line end: tab and printable ASCII. Deleting them
 # leaves the line end alone; anything else left (a bare CR, 8-bit, controls) is not plain.
