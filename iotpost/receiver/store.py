@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
+from ..payloads import new_idempotency_key as _uuid4_text  # os.urandom 4 KiB at a time, not per row
 from .clock import iso_utc, parse_iso8601
 from .tlink_store import TLINK_SCHEMA, TlinkTables, upgrade_tlink_schema
 
@@ -127,12 +128,6 @@ _FIND_KEY = "SELECT body_sha256, response_json FROM telemetry WHERE device_id = 
 
 
 _to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), built once
-
-
-def _uuid4_text() -> str:
-    """``str(uuid.uuid4())`` without a UUID object: 122 random bits, version 4, the RFC 4122 variant."""
-    h = os.urandom(16).hex()
-    return "%s-%s-4%s-%s%s-%s" % (h[:8], h[8:12], h[13:16], "89ab"[int(h[16], 16) & 3], h[17:20], h[20:])
 
 
 class _PendingRow:
