@@ -88,7 +88,7 @@ class Interrupted(BaseException):
     exit_code: ExitStatus = ExitStatus.INTERNAL  # set per instance: SIGINT 130, SIGTERM/SIGBREAK 143
 
     def __init__(self, signum: int) -> None:
-        import signal
+        import _signal as signal  # as cli_run: the same constants, without signal.py's enums
 
         # Windows' Ctrl+Break (SIGBREAK) asks the run to stop as SIGTERM does elsewhere: 143.
         names = {getattr(signal, "SIGTERM", -1): "SIGTERM", getattr(signal, "SIGBREAK", -2): "SIGBREAK"}

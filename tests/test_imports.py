@@ -89,7 +89,7 @@ class ImportTests(unittest.TestCase):
         self.assertEqual(result["code"], 0)
         self.assertEqual(twin.store.count_telemetry(), 1)  # it really sent
         loaded = set(result["modules"])
-        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging",
+        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging", "signal",
                       "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow"):
             self.assertNotIn(heavy, loaded)
 
@@ -109,7 +109,8 @@ class ImportTests(unittest.TestCase):
         self.assertEqual(result["code"], 0)
         self.assertEqual(len([r for r in twin.requests if r.method == "POST"]), 1)  # it really sent
         loaded = set(result["modules"])
-        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging", "iotpost.proxy", "iotpost.spool"):
+        for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging", "signal", "iotpost.proxy",
+                      "iotpost.spool"):
             self.assertNotIn(heavy, loaded)
 
     def test_the_collector_is_paused_for_start_up_and_back_for_the_run(self):
