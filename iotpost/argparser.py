@@ -23,9 +23,27 @@ from .console import write_safely
 class ArgumentParser(argparse.ArgumentParser):
     """argparse.ArgumentParser with allow_abbrev=False and suggestions for unknown options."""
 
+    _checking_metavar = False  # inside add_argument, whose formatter only checks a metavar against nargs
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        self._checking_metavar = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking_metavar = False
+
+    def _get_formatter(self):
+        # argparse builds a formatter on every add_argument, only to check a metavar tuple against nargs,
+        # and a formatter without a width asks the terminal for one: shutil imported (with bz2, lzma and
+        # fnmatch), COLUMNS and LINES looked up, an ioctl on stdout, each failure an exception, per option.
+        # That check needs no width; help and usage text still get the terminal's.
+        if self._checking_metavar:
+            return self.formatter_class(prog=self.prog, width=80)
+        return super()._get_formatter()
 
     def option_names(self) -> List[str]:
         """Every option string this parser accepts (for suggestions and the hint audit test)."""
