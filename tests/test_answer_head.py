@@ -185,6 +185,18 @@ class HttpClientStillRulesTest(unittest.TestCase):
         with self.assertRaises(http.client.LineTooLong):
             _answer(long_line)
 
+    def test_http_clients_limits_are_read_live_not_from_begins_copy_of_its_globals(self):
+        # begin runs over a copy of http.client's globals taken at import; a program that raises (or
+        # lowers) http.client._MAXHEADERS afterwards must still get its limit, as with the stock class.
+        from unittest import mock
+
+        with mock.patch.object(http.client, "_MAXHEADERS", 3):
+            with self.assertRaises(http.client.HTTPException):
+                _answer(b"HTTP/1.1 200 OK\r\n" + b"X-N: 1\r\n" * 3 + b"\r\n")
+            skipped = b"HTTP/1.1 100 Continue\r\n" + b"X-N: 1\r\n" * 3 + b"\r\nHTTP/1.1 200 OK\r\n\r\n"
+            with self.assertRaises(http.client.HTTPException):  # a 100's skipped head too
+                _answer(skipped)
+
     def test_a_100_continue_is_skipped_as_http_client_skips_it(self):
         response = _answer(b"HTTP/1.1 100 Continue\r\nX-A: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(response.status, 200)
