@@ -9,8 +9,10 @@ multipart or message content type, goes to http.client's own ``parse_headers``, 
 
 Everything else stays http.client's: ``AnswerResponse.begin`` is ``HTTPResponse.begin``'s own code
 (status, framing, keep-alive), run with this module's ``parse_headers`` in the place of
-http.client's, so no HTTP logic is copied here. tests/test_answer_head.py checks the message this
-makes against the email parser's for thousands of seeded heads.
+http.client's, so no HTTP logic is copied here. Its globals are a copy of http.client's taken at
+import: from them begin reads only constants, exception classes and ``_read_headers``, whose limits
+(``_MAXLINE``, ``_MAXHEADERS``) stay read from http.client itself. tests/test_answer_head.py checks
+the message this makes against the email parser's for thousands of seeded heads.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ _STOCK_PARSE = http.client.parse_headers
 
 def plain_message(lines: List[bytes], message_class=http.client.HTTPMessage):
     """The message http.client's parse_headers makes of ``lines`` (as its ``_read_headers`` returns
-    them: each header line, then the blank one), or None when a line is not plain."""
+    them: each header line, then the blank one), or None when the email parser must read them: a
+    line that is not plain, a multipart or message content type, a head cut at EOF."""
     if not lines or lines[-1] not in (b"\r\n", b"\n"):
         return None  # the head ended at EOF: left to the email parser
     fields = []
@@ -40,7 +43,7 @@ def plain_message(lines: List[bytes], message_class=http.client.HTTPMessage):
         if (end != b"\r\n" and end != b"\n") or not line.endswith(end) or colon < 1:
             return None
         name = line[:colon]
-        if b" " in name or b"\t" in name:  # the email parser's header names: printable ASCII but ":"
+        if b" " in name or b"\t" in name:  # the email parser's names: printable ASCII but space and ":"
             return None
         # It drops the value's leading blanks and its line end, and keeps the rest, trailing blanks too.
         value = line[colon + 1:-len(end)].lstrip(b" \t")

@@ -14,6 +14,7 @@ import http.client
 import io
 import random
 import socket
+import threading
 import unittest
 
 from iotpost import answer_head
@@ -121,18 +122,36 @@ class SameMessageTest(unittest.TestCase):
         self.assertIs(type(parse_headers(io.BytesIO(b"A: \xe9\r\n\r\n"), Mine)), Mine)
 
 
-def _answer(raw: bytes, method: str = "POST") -> AnswerResponse:
-    """An AnswerResponse that has read ``raw`` from a real socket."""
-    ours, theirs = socket.socketpair()
+def _send_and_close(sock: socket.socket, raw: bytes) -> None:
     try:
-        theirs.sendall(raw)
-        theirs.shutdown(socket.SHUT_WR)
-        response = AnswerResponse(ours, method=method)
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the response stopped reading at one of http.client's limits and closed its end
+
+
+def _answer(raw: bytes, method: str = "POST") -> AnswerResponse:
+    """An AnswerResponse that has read ``raw`` from a real socket, sent while it reads.
+
+    Sent first, a head longer than the socket's buffer (8 KiB on macOS, which a socketpair's sending
+    end is given here too) would block the test forever.
+    """
+    ours, theirs = socket.socketpair()
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    theirs.settimeout(10)  # a send left waiting ends, and the test with it
+    sender = threading.Thread(target=_send_and_close, args=(theirs, raw))
+    sender.start()
+    response = AnswerResponse(ours, method=method)
+    try:
         response.begin()
-        return response
+    except BaseException:
+        response.close()  # its file's hold on the socket too, so the sender sees the close
+        raise
     finally:
+        ours.close()  # a response that read its head keeps the socket through its own file
+        sender.join()
         theirs.close()
-        ours.close()  # the response's file keeps its own reference to the socket
+    return response
 
 
 class HttpClientStillRulesTest(unittest.TestCase):
@@ -165,6 +184,18 @@ class HttpClientStillRulesTest(unittest.TestCase):
         long_line = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n"
         with self.assertRaises(http.client.LineTooLong):
             _answer(long_line)
+
+    def test_http_clients_limits_are_read_live_not_from_begins_copy_of_its_globals(self):
+        # begin runs over a copy of http.client's globals taken at import; a program that raises (or
+        # lowers) http.client._MAXHEADERS afterwards must still get its limit, as with the stock class.
+        from unittest import mock
+
+        with mock.patch.object(http.client, "_MAXHEADERS", 3):
+            with self.assertRaises(http.client.HTTPException):
+                _answer(b"HTTP/1.1 200 OK\r\n" + b"X-N: 1\r\n" * 3 + b"\r\n")
+            skipped = b"HTTP/1.1 100 Continue\r\n" + b"X-N: 1\r\n" * 3 + b"\r\nHTTP/1.1 200 OK\r\n\r\n"
+            with self.assertRaises(http.client.HTTPException):  # a 100's skipped head too
+                _answer(skipped)
 
     def test_a_100_continue_is_skipped_as_http_client_skips_it(self):
         response = _answer(b"HTTP/1.1 100 Continue\r\nX-A: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")

@@ -153,6 +153,13 @@ class HeaderLineTests(unittest.TestCase):
         self.assertIsNone(answer.headers.get("retry-after"))
         self.assertNotIn("X-Thing", answer.headers)  # lower-case names, as the dict it replaced
 
+    def test_answers_are_read_by_answer_heads_response_class(self):
+        # Its message equals the stdlib's by design, so only the class tells the plain path is wired in.
+        from iotpost.answer_head import AnswerResponse
+
+        self.transport.send("POST", "/api/v1/telemetry", [], b"{}")
+        self.assertIs(self.transport._conn.response_class, AnswerResponse)
+
 
 
 class AnswerSizeTests(unittest.TestCase):
