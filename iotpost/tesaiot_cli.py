@@ -16,6 +16,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a sen
 if TYPE_CHECKING:
     from typing import Callable, Iterator, List, Optional, Tuple, Union
 
+    from .data_input import DataItem
+
 from . import __version__
 from .argparser import ArgumentParser
 from .bundle import CERTS_DIR_ENV, default_certs_dir, load_bundle
@@ -24,7 +26,6 @@ from .cli_common import (CommonSettings, TLSSettings, add_sending_arguments, add
                          spool_report, tls_settings)
 from .cli_run import run
 from .console import protect_std_streams
-from .data_input import DataItem, load_data_file, parse_data_arg, read_json_lines
 from .environment import Environment, reading_time
 from .errors import InputDataError, UsageError
 from .payloads import BodyEncoder, MedicalSignals
@@ -160,8 +161,12 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
     fixed: Optional[DataItem] = None
     lines: Optional[List[DataItem]] = None
     if s.data is not None:
+        from .data_input import parse_data_arg  # only with --data or --data-file: not a generated send's cost
+
         fixed = parse_data_arg(s.data)
     elif s.data_file is not None and not is_stream(s.data_file):
+        from .data_input import load_data_file
+
         items, single = load_data_file(s.data_file)
         if single:
             fixed = items[0]
@@ -182,6 +187,8 @@ def body_source(s: TesaSettings, device_id: str, platform: Platform,
 
     def make(env: Environment) -> Iterator[Union[bytes, InputDataError]]:
         if s.data_file is not None and is_stream(s.data_file):
+            from .data_input import read_json_lines
+
             # Bytes, decoded line by line: one line of bad bytes must not end the stream.
             if s.data_file == "-":
                 stream, name = getattr(env.stdin, "buffer", env.stdin), "<stdin>"

@@ -92,7 +92,8 @@ class ImportTests(unittest.TestCase):
         self.assertEqual(twin.store.count_telemetry(), 1)  # it really sent
         loaded = set(result["modules"])
         for heavy in ("typing", "pathlib", "sqlite3", "urllib.request", "logging", "signal",
-                      "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow") + _SHUTIL:
+                      "uuid", "iotpost.proxy", "iotpost.spool", "iotpost.platforms.iotflow",
+                      "iotpost.data_input") + _SHUTIL:
             self.assertNotIn(heavy, loaded)
 
     def test_a_real_tlink_push_loads_no_typing_pathlib_sqlite_or_urllib_request(self):
