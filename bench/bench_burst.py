@@ -276,9 +276,12 @@ def measure(n: int, rounds: int, with_instructions: bool, small: int = 100, extr
         shutil.rmtree(str(tmp), ignore_errors=True)
 
 
-def rows(n: int, rounds: int, with_instructions: bool, small: int = 100, extra: int = 1000) -> List[List[str]]:
+def rows(n: int, rounds: int, with_instructions: bool, small: int = 100, extra: int = 1000,
+         no_site: bool = False) -> List[List[str]]:
     """run_all.py's table rows: | bench | contender | median | x curl | x raw http.client |."""
-    kind, walls, counts = measure(n, rounds, with_instructions, small, extra)
+    kind, walls, counts = measure(n, rounds, with_instructions, small, extra, no_site=no_site)
+    if no_site:
+        kind += ", python -S"
     out: List[List[str]] = []
     curl = walls.get("curl --next", (None, 0))[0]
     raw = walls["raw http.client"][0]

@@ -9,7 +9,7 @@ contenders run interleaved round by round, so machine noise hits them alike. Row
   cold send      one payload per process: curl, the seed's urllib approach (bench_coldsend.SEED_URLLIB),
                  post_https_sample.py; wall-time medians, and callgrind instructions beyond
                  `python -S -c pass` where valgrind is installed (they repeat exactly on a noisy machine)
-  burst          bench_burst.py, against nginx (return 200) where installed, else the twin: N payloads
+  burst          bench_burst.py (python -S), against nginx (return 200) where installed, else the twin: N payloads
                  (1,000; --quick 200) by post_https_sample.py --count N --interval 0, a raw http.client
                  keep-alive loop, and one curl process chaining N requests with --next over one
                  connection; throughput and connections used, and (not with --quick) callgrind
@@ -118,7 +118,9 @@ def burst(n: int, rounds: int, quick: bool) -> List[Row]:
     per payload ((100 + N) - 100 payloads) / N; --quick leaves the instructions out (minutes under callgrind)."""
     import bench_burst
 
-    return bench_burst.rows(n, rounds, with_instructions=not quick, small=100, extra=1000)
+    # python -S, as the cold send's rows: a site-packages .pth of this machine (30 ms of imports at every
+    # start here) is not what a user's Pi starts with
+    return bench_burst.rows(n, rounds, with_instructions=not quick, small=100, extra=1000, no_site=True)
 
 
 def ingest(conns: List[int], seconds: float, rounds: int) -> List[Row]:
