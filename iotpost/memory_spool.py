@@ -9,9 +9,11 @@ from ``spool.py`` so a one-off send loads none of the SQLite spool's code.
 
 from __future__ import annotations
 
+from itertools import islice
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a send's cold path
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional
+    from typing import Dict, Iterator, List, Optional
 from .records import Record
 
 
@@ -48,24 +50,19 @@ class MemorySpool:
         self._next += 1
         return item
 
-    def claim(self, profile: str, now: float, newest: bool = False) -> Optional[SpoolItem]:
-        # claim_batch of one, without its list: a burst claims once per payload, then finds the spool empty
-        for item_id in sorted(self._items, reverse=newest) if self._items else ():
+    def _take(self, profile: str, newest: bool) -> Iterator[SpoolItem]:
+        """Unclaimed payloads of ``profile``, oldest (or newest) first, each claimed as it is taken."""
+        for item_id in sorted(self._items, reverse=newest):
             if item_id not in self._claimed and self._items[item_id].profile == profile:
                 self._claimed.add(item_id)
-                return self._items[item_id]
-        return None
+                yield self._items[item_id]
+
+    def claim(self, profile: str, now: float, newest: bool = False) -> Optional[SpoolItem]:
+        return next(self._take(profile, newest), None)
 
     def claim_batch(self, profile: str, now: float, limit: int, newest: bool = False) -> List[SpoolItem]:
         """Up to ``limit`` of the oldest (or newest) unclaimed payloads, claimed together (for batched uploads)."""
-        batch = []
-        for item_id in sorted(self._items, reverse=newest):
-            if len(batch) >= limit:
-                break
-            if item_id not in self._claimed and self._items[item_id].profile == profile:
-                self._claimed.add(item_id)
-                batch.append(self._items[item_id])
-        return batch
+        return list(islice(self._take(profile, newest), max(limit, 0)))
 
     def ack(self, item: SpoolItem, now: Optional[float] = None) -> None:
         self._items.pop(item.id, None)

@@ -36,13 +36,15 @@ _ISO8601 = None  # compiled on first use: a generated send stamps times, it neve
 
 def iso_utc(epoch_seconds: float) -> str:
     """ISO 8601 in UTC with an explicit +00:00 offset, second resolution (the seed's format)."""
+    global _LAST_SECOND
     whole = int(epoch_seconds)
-    if whole != _LAST_SECOND[0]:  # a burst stamps many readings in one second: formatted once
-        _LAST_SECOND[:] = [whole, _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).isoformat()]
-    return _LAST_SECOND[1]
+    last = _LAST_SECOND  # read once: another thread may replace it meanwhile, never half of it
+    if whole != last[0]:  # a burst stamps many readings in one second: formatted once
+        last = _LAST_SECOND = (whole, _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).isoformat())
+    return last[1]
 
 
-_LAST_SECOND: list = [None, ""]  # [epoch second, its iso_utc text]
+_LAST_SECOND: tuple = (None, "")  # (epoch second, its iso_utc text)
 
 
 def iso_utc_ms(epoch_seconds: float) -> str:
